@@ -90,15 +90,27 @@ func (s *Server) PID() int { return s.cmd.Process.Pid }
 // Signal sends sig to the server (SIGSTOP freezes it, SIGCONT thaws it).
 func (s *Server) Signal(sig syscall.Signal) error { return syscall.Kill(s.cmd.Process.Pid, sig) }
 
-// Stop kills the server and waits for it; safe to call twice.
+// Stop stops the server and every process it started (nginx's workers):
+// SIGTERM, then SIGKILL to its process group after 5 s. Safe to call twice.
 func (s *Server) Stop() {
+	pid := s.cmd.Process.Pid
 	select {
 	case <-s.done:
-		return
 	default:
+		_ = syscall.Kill(pid, syscall.SIGCONT)
+		_ = syscall.Kill(pid, syscall.SIGTERM)
+		select {
+		case <-s.done:
+		case <-time.After(5 * time.Second):
+		}
 	}
-	_ = syscall.Kill(s.cmd.Process.Pid, syscall.SIGCONT)
-	_ = s.cmd.Process.Kill()
+	_ = syscall.Kill(-pid, syscall.SIGKILL) // the group is the server's own: Setpgid at start
+	<-s.done
+}
+
+// Kill ends the server at once with SIGKILL, as a crash would.
+func (s *Server) Kill() {
+	_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
 	<-s.done
 }
 
@@ -114,7 +126,7 @@ func Start(t testing.TB, dir, addr string, bin string, args ...string) *Server {
 		t.Fatal(err)
 	}
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", bin, err)
 	}
