@@ -1,0 +1,5 @@
+//go:build !linux
+
+package tail
+
+func (t *Tailer) watchDirs() func() { return func() {} }
