@@ -21,6 +21,7 @@ import (
 	"github.com/podkit/podkit/internal/adapter/config"
 	"github.com/podkit/podkit/internal/adapter/statsd"
 	"github.com/podkit/podkit/internal/adapter/stubstatus"
+	"github.com/podkit/podkit/internal/admin"
 	"github.com/podkit/podkit/internal/cli"
 	"github.com/podkit/podkit/internal/podenv"
 )
@@ -102,10 +103,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		built.Close()
 		return fs.Usagef(stderr, "%v", err)
 	}
-	srv, err := collect.NewServer(c, *openMetrics, *webConfig, log)
-	if err != nil {
+	srv := admin.NewWithMetrics(c.MetricsHandler(*openMetrics), log)
+	srv.AddCheck("sources", c.Ready)
+	if err := srv.SetWebConfig(*webConfig); err != nil {
 		built.Close()
-		return fs.Usagef(stderr, "%v", err)
+		return fs.Usagef(stderr, "-web-config: %v", err)
 	}
 	if err := srv.Listen(*listen); err != nil {
 		built.Close()
@@ -122,7 +124,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	log.Info("adapter started", attrs...)
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return srv.Run(gctx, fs.ShutdownTimeout) })
+	g.Go(func() error { return srv.Run(gctx, nil, fs.ShutdownTimeout) })
 	g.Go(func() error { return built.Run(gctx) })
 	err = g.Wait()
 	c.Close()

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/exporter-toolkit/web"
 )
 
 // ErrShuttingDown is the readiness reason once shutdown has started.
@@ -51,6 +52,8 @@ type Server struct {
 	ln       net.Listener
 	draining atomic.Bool
 
+	webConfig string
+
 	mu     sync.Mutex
 	checks []namedCheck
 }
@@ -60,19 +63,26 @@ type namedCheck struct {
 	fn   Check
 }
 
-// New returns an admin server for reg. Handle adds more routes before Listen.
+// New returns an admin server whose /metrics serves reg. Handle adds more
+// routes before Listen.
 func New(reg *prometheus.Registry, log *slog.Logger) *Server {
+	return NewWithMetrics(promhttp.HandlerFor(reg, promhttp.HandlerOpts{
+		Registry:          reg,
+		EnableOpenMetrics: true,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelError),
+	}), log)
+}
+
+// NewWithMetrics returns an admin server whose /metrics is served by
+// metrics, for a daemon that writes its exposition itself (the adapter).
+func NewWithMetrics(metrics http.Handler, log *slog.Logger) *Server {
 	s := &Server{log: log, mux: http.NewServeMux()}
 	s.mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		fmt.Fprintln(w, "ok")
 	})
 	s.mux.HandleFunc("/readyz", s.readyz)
-	s.mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{
-		Registry:          reg,
-		EnableOpenMetrics: true,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelError),
-	}))
+	s.mux.Handle("/metrics", metrics)
 	s.srv = &http.Server{
 		Handler:           s.mux,
 		ReadHeaderTimeout: 5 * time.Second,
@@ -80,6 +90,16 @@ func New(reg *prometheus.Registry, log *slog.Logger) *Server {
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	return s
+}
+
+// SetWebConfig serves TLS and basic auth from an exporter-toolkit web
+// configuration file. The file is checked now, so a bad one fails at start-up.
+func (s *Server) SetWebConfig(file string) error {
+	if err := web.Validate(file); err != nil {
+		return fmt.Errorf("web config %s: %w", file, err)
+	}
+	s.webConfig = file
+	return nil
 }
 
 // Handle adds a route, for daemons that serve more than the admin surface.
@@ -145,7 +165,14 @@ func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 
 // Serve serves until Shutdown; a clean stop returns nil.
 func (s *Server) Serve() error {
-	if err := s.srv.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	var err error
+	if s.webConfig == "" {
+		err = s.srv.Serve(s.ln)
+	} else {
+		file := s.webConfig
+		err = web.Serve(s.ln, s.srv, &web.FlagConfig{WebConfigFile: &file}, s.log)
+	}
+	if err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("admin server: %w", err)
 	}
 	return nil
@@ -166,8 +193,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 }
 
 // Run serves until ctx is cancelled, then drains readiness, waits for
-// drained to close (the daemon's own in-flight work) and stops the server
-// within timeout. It is the usual way a daemon's errgroup runs the admin server.
+// drained to close (the daemon's own in-flight work; nil for none) and stops
+// the server, letting in-flight requests finish, all within timeout. It is
+// the usual way a daemon's errgroup runs the admin server.
 func (s *Server) Run(ctx context.Context, drained <-chan struct{}, timeout time.Duration) error {
 	errc := make(chan error, 1)
 	go func() { errc <- s.Serve() }()
@@ -177,15 +205,26 @@ func (s *Server) Run(ctx context.Context, drained <-chan struct{}, timeout time.
 	case <-ctx.Done():
 	}
 	s.Drain()
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	select {
-	case <-drained:
-	case <-deadline.C:
+	end := time.Now().Add(timeout)
+	if drained != nil {
+		deadline := time.NewTimer(timeout)
+		defer deadline.Stop()
+		select {
+		case <-drained:
+		case <-deadline.C:
+		}
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	// Requests in flight (a scrape, a probe) get what is left, at least a second.
+	sctx, cancel := context.WithDeadline(context.Background(), later(end, time.Now().Add(time.Second)))
 	defer cancel()
 	err := s.Shutdown(sctx)
 	<-errc
 	return err
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }

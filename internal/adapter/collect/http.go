@@ -3,21 +3,14 @@ package collect
 import (
 	"bytes"
 	"compress/gzip"
-	"context"
-	"errors"
-	"fmt"
 	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/exporter-toolkit/web"
 
 	"github.com/podkit/podkit/internal/adapter/exposition"
 )
@@ -151,97 +144,4 @@ func acceptsGzip(h string) bool {
 		return q != "q=0" && q != "q=0.0" && q != "q=0.00" && q != "q=0.000"
 	}
 	return false
-}
-
-// Server serves /metrics, /healthz and /readyz on one listener, with TLS and
-// basic auth from an exporter-toolkit web configuration file when given.
-type Server struct {
-	c        *Collector
-	log      *slog.Logger
-	srv      *http.Server
-	ln       net.Listener
-	webCfg   string
-	draining atomic.Bool
-}
-
-// NewServer returns a server for c. webConfig is the exporter-toolkit web
-// configuration file ("" for plain HTTP); it is checked here so a bad file
-// fails at start-up.
-func NewServer(c *Collector, openMetrics bool, webConfig string, log *slog.Logger) (*Server, error) {
-	if err := web.Validate(webConfig); err != nil {
-		return nil, fmt.Errorf("-web-config %s: %w", webConfig, err)
-	}
-	s := &Server{c: c, log: log, webCfg: webConfig}
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", c.MetricsHandler(openMetrics))
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		fmt.Fprintln(w, "ok")
-	})
-	mux.HandleFunc("/readyz", s.readyz)
-	s.srv = &http.Server{
-		Handler:           mux,
-		ReadHeaderTimeout: 5 * time.Second,
-		IdleTimeout:       60 * time.Second,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
-	return s, nil
-}
-
-func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	if s.draining.Load() {
-		w.WriteHeader(http.StatusServiceUnavailable)
-		fmt.Fprintln(w, "shutting down")
-		return
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-	defer cancel()
-	if err := s.c.Ready(ctx); err != nil {
-		w.WriteHeader(http.StatusServiceUnavailable)
-		fmt.Fprintln(w, oneLine(err.Error()))
-		return
-	}
-	fmt.Fprintln(w, "ok")
-}
-
-// Listen binds addr, so a bad address fails at start-up.
-func (s *Server) Listen(addr string) error {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("-listen %s: %w", addr, err)
-	}
-	s.ln = ln
-	return nil
-}
-
-// Addr is the bound address, after Listen.
-func (s *Server) Addr() net.Addr { return s.ln.Addr() }
-
-// Run serves until ctx ends; then /readyz answers 503 at once, in-flight
-// scrapes get up to timeout to finish, and the server stops.
-func (s *Server) Run(ctx context.Context, timeout time.Duration) error {
-	errc := make(chan error, 1)
-	go func() {
-		webCfg := s.webCfg
-		err := web.Serve(s.ln, s.srv, &web.FlagConfig{WebConfigFile: &webCfg}, s.log)
-		if errors.Is(err, http.ErrServerClosed) {
-			err = nil
-		}
-		errc <- err
-	}()
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-	}
-	s.draining.Store(true)
-	sctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	err := s.srv.Shutdown(sctx)
-	if err != nil {
-		s.srv.Close()
-	}
-	<-errc
-	return err
 }

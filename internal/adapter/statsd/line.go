@@ -26,7 +26,7 @@ const (
 
 // Event is one parsed StatsD sample.
 type Event struct {
-	Name     []byte // points into the packet
+	Name     []byte    // points into the packet
 	Value    float64   // the first of Values
 	Values   []float64 // DogStatsD's extended aggregation packs several: name:1:2:3|d
 	Kind     Kind
