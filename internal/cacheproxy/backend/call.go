@@ -1,0 +1,97 @@
+// Package backend owns a pool's cache servers: key placement over the live
+// ones, pipelined and batched connections, failure counting, ejection and
+// background probes, and the in-order reply queue of a client connection.
+package backend
+
+import (
+	"errors"
+	"sync"
+	"time"
+)
+
+// Call is one request to one server and, once done, its raw reply.
+type Call struct {
+	Req   []byte // request bytes, written as they are
+	Kind  uint8  // the reply's shape, for the codec
+	Reply []byte // raw reply bytes
+	Err   error
+	// Server is where the call went; the protocol layer reads it to merge
+	// multi-server replies.
+	Server *Server
+
+	hash  uint32 // picks one of the server's connections
+	start time.Time
+	done  chan struct{}
+	group *sync.WaitGroup // the client batch's, when sent with one
+}
+
+var callPool = sync.Pool{New: func() any { return &Call{done: make(chan struct{}, 1)} }}
+
+// NewCall returns a cleared call from a pool.
+func NewCall() *Call { return callPool.Get().(*Call) }
+
+// Release returns c to the pool; c must not be used after.
+func (c *Call) Release() {
+	if cap(c.Req) > 1<<16 {
+		c.Req = nil
+	}
+	if cap(c.Reply) > 1<<16 {
+		c.Reply = nil
+	}
+	c.Req, c.Reply = c.Req[:0], c.Reply[:0]
+	c.Err, c.Server, c.Kind, c.hash, c.group = nil, nil, 0, 0, nil
+	callPool.Put(c)
+}
+
+// Wait blocks until the call has its reply or its error. A call sent in
+// a client batch waits for the whole batch: one wake-up per batch, not one
+// per call.
+func (c *Call) Wait() {
+	if c.group != nil {
+		c.group.Wait()
+		return
+	}
+	<-c.done
+}
+
+func (c *Call) finish(err error) {
+	c.Err = err
+	if c.group != nil {
+		c.group.Done()
+		return
+	}
+	c.done <- struct{}{}
+}
+
+// Errors a call can end with; each is also a metrics kind.
+var (
+	ErrDown     = errors.New("server is down")
+	ErrNoServer = errors.New("no live server in the pool")
+	ErrClosed   = errors.New("server removed from the pool")
+	ErrProtocol = errors.New("malformed reply from server")
+)
+
+// errKind names an error for the errors_total metric.
+func errKind(err error) string {
+	var te interface{ Timeout() bool }
+	switch {
+	case errors.Is(err, ErrDown):
+		return "down"
+	case errors.Is(err, ErrClosed):
+		return "closed"
+	case errors.Is(err, ErrProtocol):
+		return "protocol"
+	case errors.As(err, &te) && te.Timeout():
+		return "timeout"
+	case errors.Is(err, errDial):
+		return "connect"
+	}
+	return "connection"
+}
+
+var errDial = errors.New("connect")
+
+type dialError struct{ err error }
+
+func (e dialError) Error() string   { return e.err.Error() }
+func (e dialError) Unwrap() []error { return []error{errDial, e.err} }
