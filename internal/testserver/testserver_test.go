@@ -75,3 +75,15 @@ func TestServersAnswer(t *testing.T) {
 		}
 	})
 }
+
+func TestFreePortNeverRepeats(t *testing.T) {
+	t.Parallel()
+	seen := map[int]bool{}
+	for range 200 {
+		p := FreePort(t)
+		if seen[p] {
+			t.Fatalf("FreePort gave %d twice", p)
+		}
+		seen[p] = true
+	}
+}
