@@ -1,15 +1,20 @@
-// Command demo runs podkit's example pod on this machine: pause as PID 1 of
-// fresh namespaces and nginx joined to its network namespace, reachable from
-// the host over a veth pair. Ctrl-C or SIGTERM tears the pod down.
+// Command demo runs podkit's example pod (examples/k8s/base) on this machine,
+// as the kubelet would and as the end-to-end test does (internal/examplepod):
+// pause as PID 1 of fresh namespaces; the waitfor init container; the
+// logsidecar, ambassador and adapter sidecars and nginx joined to its
+// network namespace; three memcached shards, a log receiver that prints
+// every record, and Prometheus when installed, outside the pod on the host
+// end of its veth pair. Ctrl-C or SIGTERM stops it in the kubelet's order.
 package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
+	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -18,7 +23,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/podkit/podkit/internal/podsim"
+	"github.com/podkit/podkit/internal/examplepod"
+	"github.com/podkit/podkit/internal/forwardtest"
 )
 
 func main() {
@@ -32,7 +38,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	bin := fs.String("bin", "./bin", "directory holding podkit's binaries (make build)")
-	port := fs.Int("port", 8080, "nginx's port in the pod")
+	base := fs.String("base", "examples/k8s/base", "the example's kustomize base: web.yaml and config/")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -40,7 +46,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "demo: %v\n", err)
 		return 1
 	}
-	if err := demo(ctx, *bin, *port, stdout, stderr); err != nil {
+	if err := demo(ctx, *bin, *base, stdout, stderr); err != nil {
 		fmt.Fprintf(stderr, "demo: %v\n", err)
 		return 1
 	}
@@ -48,7 +54,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 }
 
 // needed maps each program the demo runs to its Debian package.
-var needed = map[string]string{"nginx": "nginx", "nsenter": "util-linux", "ip": "iproute2", "hostname": "hostname"}
+// Prometheus is optional: the demo runs it when it is installed.
+var needed = map[string]string{"nginx": "nginx", "memcached": "memcached", "nsenter": "util-linux", "ip": "iproute2", "hostname": "hostname"}
 
 // ensureTools finds the programs the pod needs, installing the missing ones
 // with apt-get when it can (root on Debian), else saying what to install.
@@ -95,113 +102,142 @@ func isFile(p string) bool {
 	return err == nil && !st.IsDir()
 }
 
-func demo(ctx context.Context, bin string, port int, stdout, stderr io.Writer) error {
+// binaries are the podkit programs the pod runs, from make build.
+var binaries = []string{"pause", "waitfor", "logsidecar", "ambassador", "adapter"}
+
+func demo(ctx context.Context, bin, base string, stdout, stderr io.Writer) error {
 	if os.Geteuid() != 0 {
 		return errors.New("the demo pod needs root for its namespaces: run sudo make demo")
 	}
-	pauseBin, err := filepath.Abs(filepath.Join(bin, "pause"))
-	if err != nil || !isFile(pauseBin) {
-		return fmt.Errorf("%s not found: run make build first", filepath.Join(bin, "pause"))
+	bin, err := filepath.Abs(bin)
+	if err != nil {
+		return err
+	}
+	for _, b := range binaries {
+		if !isFile(filepath.Join(bin, b)) {
+			return fmt.Errorf("%s not found: run make build first", filepath.Join(bin, b))
+		}
 	}
 	os.Setenv("PATH", os.Getenv("PATH")+":/usr/sbin:/sbin")
+	memcached, _ := lookPath("memcached")
+	prometheus, _ := lookPath("prometheus")
 	dir, err := os.MkdirTemp("", "podkit-demo-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
 
-	pod, err := podsim.Start(ctx, podsim.Options{Name: "web", PauseBin: pauseBin, Stdout: stdout, Stderr: stderr})
+	pod, err := examplepod.Start(ctx, examplepod.Options{
+		Base: base, Bin: bin, Dir: dir, MemcachedBin: memcached, PrometheusBin: prometheus,
+		LookPath: lookPath, Progress: prefixed{stdout, "demo: "},
+	})
 	if err != nil {
 		return err
 	}
+	stopPrinting := printRecords(pod.Receiver, stdout)
 	defer func() {
-		fmt.Fprintln(stdout, "stopping the pod: nginx, then pause")
-		code := pod.Stop(10 * time.Second)
-		fmt.Fprintf(stdout, "pod stopped (pause exited %d); namespaces and veth removed\n", code)
+		fmt.Fprintln(stdout, "\ndemo: stopping the pod as the kubelet does: nginx, then the sidecars in reverse order, then pause")
+		r := pod.Stop()
+		stopPrinting()
+		for _, e := range r.Containers {
+			fmt.Fprintf(stdout, "demo:   %-10s exited %d\n", e.Name, e.Code)
+		}
+		fmt.Fprintf(stdout, "demo:   %-10s exited %d\ndemo: pod stopped in %v; namespaces and veth removed, outside servers stopped\n",
+			"pause", r.Pause, r.Elapsed.Round(time.Millisecond))
 	}()
 
-	logs := filepath.Join(dir, "logs") // the pod's emptyDir for logs
-	if err := os.MkdirAll(logs, 0o755); err != nil {
-		return err
-	}
-	conf := filepath.Join(dir, "nginx.conf")
-	if err := os.WriteFile(conf, []byte(nginxConf(dir, logs, port)), 0o644); err != nil {
-		return err
-	}
-	nginx, _ := lookPath("nginx")
-	web, err := pod.Run(podsim.Exec{Name: "nginx", Argv: []string{nginx, "-c", conf, "-p", dir, "-e", filepath.Join(logs, "error.log")}})
+	// A cached page: set on the shard the ambassador's hashing names, served
+	// by nginx through the ambassador.
+	const key = "/cache/hello"
+	where, err := pod.Locate(ctx, []string{key})
 	if err != nil {
 		return err
 	}
-	url := fmt.Sprintf("http://%s:%d/", pod.IP, port)
-	if err := waitHTTP(ctx, url, web.Done()); err != nil {
+	shard := "?"
+	for i, a := range pod.Addresses.Shards {
+		if a == where[key] {
+			shard = fmt.Sprintf("memcached-%d", i)
+		}
+	}
+	if err := examplepod.MemcachedSet(where[key], key, "hello from "+shard+"\n"); err != nil {
 		return err
 	}
+
+	web := "http://" + net.JoinHostPort(pod.IP, "8080")
 	fmt.Fprintf(stdout, `
-podkit demo pod %q is up (pause is PID 1 of its namespaces; host PID %d)
+podkit's example pod %q is up: pause is PID 1 of its namespaces (host PID %d),
+pod IP %s. Outside it, on the host end of the veth (%s): memcached-0..2
+(%s), the log receiver standing for fluent-bit.default.svc:24224 (%s).
 
-  curl %s                                   # nginx, from the host over the pod's veth
-  nsenter -t %d -n curl -s http://127.0.0.1:8081/stub_status   # stub_status, bound to the pod's loopback
-  tail -f %s                 # the access log on the pod's emptyDir
-
-Ctrl-C stops the pod.
-`, pod.Name, pod.PID, url, pod.PID, filepath.Join(logs, "access.log"))
-
-	select {
-	case <-ctx.Done():
-		return nil
-	case <-web.Done():
-		return errors.New("nginx exited; see its error log above")
+Try:
+`, pod.Name, pod.PID, pod.IP, pod.HostIP, strings.Join(pod.Addresses.Shards, " "), pod.Addresses.Forward)
+	hints := [][2]string{
+		{"curl " + web + "/", "nginx; its access-log record arrives below"},
+		{"curl " + web + "/cache/hello", "from " + shard + ", through the ambassador (127.0.0.1:11211 in the pod)"},
+		{"curl " + web + "/cache/nothing", "a cache miss: nginx's fallback"},
+		{"curl " + pod.MetricsURL(), "the adapter: nginx_* from stub_status"},
+		{"curl http://" + net.JoinHostPort(pod.IP, "9101") + "/metrics", "the ambassador's admin port (logsidecar's: 9102)"},
+		{fmt.Sprintf("nsenter -t %d -n -u -i sh", pod.PID), "a shell in the pod's namespaces"},
 	}
+	if pod.PrometheusURL != "" {
+		hints = append(hints,
+			[2]string{"curl -s '" + pod.PrometheusURL + "/api/v1/query?query=nginx_http_requests_total'", "Prometheus, scraping the adapter every second"},
+			[2]string{"open " + pod.PrometheusURL + "/graph", "its UI; try rate(nginx_http_requests_total[1m])"})
+	}
+	for _, h := range hints {
+		fmt.Fprintf(stdout, "  %-68s # %s\n", h[0], h[1])
+	}
+	if pod.PrometheusURL == "" {
+		fmt.Fprintln(stdout, "  (Prometheus is not installed; after apt-get install -y prometheus the demo runs one scraping the pod)")
+	}
+	fmt.Fprintf(stdout, `
+Containers' output: %s/*.log. Log records shipped by logsidecar print below as
+"[fluent-bit] TIME TAG JSON". Ctrl-C stops the pod.
+
+`, pod.LogDir)
+	return pod.Wait(ctx)
 }
 
-func nginxConf(dir, logs string, port int) string {
-	user := ""
-	if os.Geteuid() == 0 {
-		user = "user root;"
+// printRecords prints the receiver's records as they arrive, until the
+// returned function is called (which prints the last ones first).
+func printRecords(r *forwardtest.Receiver, w io.Writer) (stop func()) {
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	n := 0
+	flush := func() {
+		recs := r.Records()
+		for _, rec := range recs[n:] {
+			b, _ := json.Marshal(rec.Fields)
+			fmt.Fprintf(w, "[fluent-bit] %s %s %s\n", rec.Time.Format(time.RFC3339), rec.Tag, b)
+		}
+		n = len(recs)
 	}
-	return fmt.Sprintf(`%s
-daemon off;
-worker_processes 1;
-pid %[2]s/nginx.pid;
-events { worker_connections 256; }
-http {
-    client_body_temp_path %[2]s/body;
-    proxy_temp_path %[2]s/proxy;
-    fastcgi_temp_path %[2]s/fastcgi;
-    uwsgi_temp_path %[2]s/uwsgi;
-    scgi_temp_path %[2]s/scgi;
-    access_log %[3]s/access.log combined;
-    server {
-        listen %[4]d;
-        location / { default_type text/plain; return 200 "hello from the podkit demo pod\n"; }
-    }
-    server {
-        listen 127.0.0.1:8081;
-        location = /stub_status { stub_status; }
-    }
-}
-`, user, dir, logs, port)
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(200 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				flush()
+				return
+			case <-t.C:
+				flush()
+			}
+		}
+	}()
+	return func() { close(done); <-finished }
 }
 
-func waitHTTP(ctx context.Context, url string, exited <-chan struct{}) error {
-	client := &http.Client{Timeout: time.Second}
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		resp, err := client.Get(url)
-		if err == nil {
-			resp.Body.Close()
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("nginx not answering at %s after 15s: %v", url, err)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-exited:
-			return errors.New("nginx exited before it answered; see its error log above")
-		case <-time.After(100 * time.Millisecond):
-		}
+// prefixed writes each line with a prefix.
+type prefixed struct {
+	w      io.Writer
+	prefix string
+}
+
+func (p prefixed) Write(b []byte) (int, error) {
+	if _, err := io.WriteString(p.w, p.prefix+string(b)); err != nil {
+		return 0, err
 	}
+	return len(b), nil
 }

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -53,7 +54,7 @@ func TestPodSharesNamespacesAndLeavesNothing(t *testing.T) {
 
 	// A container listening in the pod: reachable at the pod's address from
 	// the host, and it shares net, uts and ipc with pause but not the PID namespace.
-	var out bytes.Buffer
+	var out syncBuffer
 	c, err := pod.Run(Exec{Name: "listener", Argv: []string{"sh", "-c", `echo "$POD_NAME $CONTAINER_NAME $POD_IP"; exec sleep 60`}, Stdout: &out})
 	if err != nil {
 		t.Fatal(err)
@@ -76,6 +77,14 @@ func TestPodSharesNamespacesAndLeavesNothing(t *testing.T) {
 	hostNet := nsOf(t, os.Getpid(), "net")
 	if nsOf(t, c.PID(), "net") == hostNet {
 		t.Error("container runs in the host's network namespace")
+	}
+
+	// The container has run (a SIGTERM before its echo would lose the line).
+	for !strings.Contains(out.String(), "\n") {
+		if time.Now().After(deadline.Add(10 * time.Second)) {
+			t.Fatal("the container printed nothing within 15s")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 
 	// The host reaches the pod over the veth pair.
@@ -101,4 +110,23 @@ func TestPodSharesNamespacesAndLeavesNothing(t *testing.T) {
 	if err := exec.Command("ip", "link", "show", pod.hostDev).Run(); err == nil {
 		t.Errorf("veth %s left behind", pod.hostDev)
 	}
+}
+
+// syncBuffer is a bytes.Buffer the container's output copier and the test
+// can use at once.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
