@@ -23,6 +23,7 @@ type Call struct {
 	start time.Time
 	done  chan struct{}
 	group *sync.WaitGroup // the client batch's, when sent with one
+	slot  *slot           // the client request it is part of, under ServeClient
 }
 
 var callPool = sync.Pool{New: func() any { return &Call{done: make(chan struct{}, 1)} }}
@@ -39,14 +40,18 @@ func (c *Call) Release() {
 		c.Reply = nil
 	}
 	c.Req, c.Reply = c.Req[:0], c.Reply[:0]
-	c.Err, c.Server, c.Kind, c.hash, c.group = nil, nil, 0, 0, nil
+	c.Err, c.Server, c.Kind, c.hash, c.group, c.slot = nil, nil, 0, 0, nil, nil
 	callPool.Put(c)
 }
 
 // Wait blocks until the call has its reply or its error. A call sent in
 // a client batch waits for the whole batch: one wake-up per batch, not one
-// per call.
+// per call. Under ServeClient a reply is written only once all its calls
+// are done, so there is nothing to wait for.
 func (c *Call) Wait() {
+	if c.slot != nil {
+		return
+	}
 	if c.group != nil {
 		c.group.Wait()
 		return
@@ -56,6 +61,11 @@ func (c *Call) Wait() {
 
 func (c *Call) finish(err error) {
 	c.Err = err
+	if s := c.slot; s != nil {
+		// c may be released by the time callDone returns.
+		s.callDone()
+		return
+	}
 	if c.group != nil {
 		c.group.Done()
 		return

@@ -110,8 +110,13 @@ func (s *Server) Live() bool { return !s.down.Load() }
 // server's connections, so one key's requests stay in order even with
 // server_connections > 1.
 func (s *Server) Do(c *Call, hash uint32, b *Batch) {
-	c.group = &b.wg
-	b.wg.Add(1)
+	if b.slot != nil {
+		c.slot = b.slot
+		b.slot.left.Add(1)
+	} else {
+		c.group = &b.wg
+		b.wg.Add(1)
+	}
 	c.Server = s
 	c.hash = hash
 	c.start = time.Now()
@@ -132,6 +137,7 @@ func (s *Server) Do(c *Call, hash uint32, b *Batch) {
 type Batch struct {
 	conns []*conn
 	wg    sync.WaitGroup
+	slot  *slot // the request being read, under ServeClient
 }
 
 // Wait blocks until every call of the batch is done.
@@ -164,13 +170,24 @@ func (b *Batch) Flush() {
 
 // complete finishes c and accounts for it.
 func (s *Server) complete(c *Call, err error) {
+	var now time.Time
+	if err == nil {
+		now = time.Now()
+	}
+	s.completeAt(c, err, now)
+}
+
+// completeAt is complete with the time the reply was read (unused for an
+// error), so that a reader takes one clock reading per read from the socket,
+// not one per reply.
+func (s *Server) completeAt(c *Call, err error, now time.Time) {
 	s.m.inflight.Dec()
 	s.m.requests.Inc()
 	if err != nil {
 		s.m.errors(errKind(err)).Inc()
 		err = fmt.Errorf("%s: %w", s.Name, err)
 	} else {
-		s.m.latency.Observe(time.Since(c.start).Seconds())
+		s.m.latency.Observe(now.Sub(c.start).Seconds())
 	}
 	c.finish(err)
 }
@@ -340,8 +357,10 @@ func (c *conn) add(call *Call) bool {
 	s.pending <- call
 	if s.inflight.Add(1) == 1 {
 		// The reader is idle, blocked on the socket: this call's deadline
-		// must bound its wait.
-		_ = s.nc.SetReadDeadline(call.start.Add(c.srv.opts.timeout))
+		// must bound its wait. With the reader's slack (see read), so that
+		// a later call the reader lets ride on this deadline never gets
+		// less than its timeout.
+		_ = s.nc.SetReadDeadline(call.start.Add(c.srv.opts.timeout + deadlineSlack(c.srv.opts.timeout)))
 	}
 	return true
 }
@@ -365,6 +384,8 @@ func (c *conn) flush() {
 		c.mu.Lock()
 		if cap(b) <= 1<<20 {
 			s.spare = b[:0]
+		} else {
+			s.spare = nil // it is s.buf's array now: never share one
 		}
 		if err != nil {
 			// The reader sees the closed connection and fails every
@@ -419,7 +440,8 @@ func (c *conn) connect() (*session, error) {
 	if err != nil {
 		return nil, err
 	}
-	br := bufio.NewReaderSize(nc, 64<<10)
+	rc := &readCounter{r: nc}
+	br := bufio.NewReaderSize(rc, 64<<10)
 	if err := nc.SetDeadline(time.Now().Add(c.srv.opts.timeout)); err == nil {
 		if err = c.srv.codec.Handshake(nc, br); err != nil {
 			nc.Close()
@@ -428,9 +450,26 @@ func (c *conn) connect() (*session, error) {
 		_ = nc.SetDeadline(time.Time{})
 	}
 	s := &session{nc: nc, pending: make(chan *Call, 16384), rdone: make(chan struct{})}
-	go s.read(c, br)
+	go s.read(c, br, rc)
 	return s, nil
 }
+
+// readCounter counts the reads from a server connection, so that its
+// reader knows when a reply came from a new read.
+type readCounter struct {
+	r net.Conn
+	n int
+}
+
+func (c *readCounter) Read(p []byte) (int, error) {
+	c.n++
+	return c.r.Read(p)
+}
+
+// deadlineSlack is how much later than its timeout a call may time out: a
+// reader sets a new read deadline only when a call needs a later one than
+// this slack gave the last, not once per call (each set is a timer update).
+func deadlineSlack(timeout time.Duration) time.Duration { return timeout / 16 }
 
 // retire ends the session once its calls are answered; conn.mu held.
 func (s *session) retire() {
@@ -460,10 +499,14 @@ func (s *session) firstErr() error {
 // deadline set by the sender that ends the idle time wakes it, one wake-up
 // per batch instead of two, and a server that closes an idle connection is
 // noticed at once instead of by the next request.
-func (s *session) read(c *conn, br *bufio.Reader) {
+func (s *session) read(c *conn, br *bufio.Reader, rc *readCounter) {
 	defer close(s.rdone)
 	srv := c.srv
 	timeout := srv.opts.timeout
+	slack := deadlineSlack(timeout)
+	var dl time.Time // the read deadline last set here; zero after idle
+	var now time.Time
+	reads := -1
 	for {
 		var call *Call
 		select {
@@ -491,13 +534,22 @@ func (s *session) read(c *conn, br *bufio.Reader) {
 				return
 			}
 			call = next
+			dl = time.Time{} // the sender set the deadline
 		}
 		if s.broken.Load() {
 			srv.complete(call, s.firstErr())
-			s.done(c)
+			if s.done(c) {
+				dl = time.Time{}
+			}
 			continue
 		}
-		_ = s.nc.SetReadDeadline(call.start.Add(timeout))
+		// The deadline in force is at least this call's own (start +
+		// timeout) unless it is from a call that started more than the
+		// slack earlier: then set a new one.
+		if d := call.start.Add(timeout); dl.IsZero() || d.After(dl) {
+			dl = d.Add(slack)
+			_ = s.nc.SetReadDeadline(dl)
+		}
 		if err := srv.codec.ReadReply(br, call); err != nil {
 			s.fail(err)
 			srv.complete(call, err)
@@ -506,23 +558,31 @@ func (s *session) read(c *conn, br *bufio.Reader) {
 			s.drain(srv)
 			return
 		}
+		if rc.n != reads {
+			reads, now = rc.n, time.Now()
+		}
 		srv.ok()
-		srv.complete(call, nil)
-		s.done(c)
+		srv.completeAt(call, nil, now)
+		if s.done(c) {
+			dl = time.Time{}
+		}
 	}
 }
 
 // done accounts for one answered call; at zero the idle wait needs no
-// deadline, unless a sender set one meanwhile (checked under conn.mu).
-func (s *session) done(c *conn) {
+// deadline, unless a sender set one meanwhile (checked under conn.mu). It
+// reports whether it cleared the deadline.
+func (s *session) done(c *conn) bool {
 	if s.inflight.Add(-1) != 0 {
-		return
+		return false
 	}
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	if s.inflight.Load() == 0 {
 		_ = s.nc.SetReadDeadline(time.Time{})
+		return true
 	}
-	c.mu.Unlock()
+	return false
 }
 
 // drain fails the calls left on a broken session until it is retired.

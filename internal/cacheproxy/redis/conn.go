@@ -171,8 +171,8 @@ func (r *reply) WriteReply(w *bufio.Writer) {
 			sum += n
 		}
 		w.WriteByte(':')
-		var nb [20]byte
-		w.Write(strconv.AppendInt(nb[:0], sum, 10))
+		// Formatted in the writer's own free space: no allocation.
+		w.Write(strconv.AppendInt(w.AvailableBuffer(), sum, 10))
 		w.WriteString("\r\n")
 	default: // multiSet
 		w.WriteString("+OK\r\n")
@@ -196,8 +196,7 @@ func (r *reply) mergeArrays(w *bufio.Writer) {
 		cur[i] = eol + 1
 	}
 	w.WriteByte('*')
-	var nb [20]byte
-	w.Write(strconv.AppendInt(nb[:0], int64(len(r.owner)), 10))
+	w.Write(strconv.AppendInt(w.AvailableBuffer(), int64(len(r.owner)), 10))
 	w.WriteString("\r\n")
 	for _, ci := range r.owner {
 		b := r.calls[ci].Reply[cur[ci]:]
