@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Packages maps each server binary to the Debian package that provides it.
@@ -95,11 +97,13 @@ func FreePort(t testing.TB) int {
 
 // Server is a running server process.
 type Server struct {
-	Addr string // host:port it listens on
-	Port int
-	Dir  string // its scratch directory
-	cmd  *exec.Cmd
-	done chan struct{}
+	Addr     string // host:port it listens on
+	Port     int
+	Dir      string // its scratch directory
+	cmd      *exec.Cmd
+	logf     *os.File
+	exited   chan struct{}
+	stopOnce sync.Once
 }
 
 // PID is the server's process id.
@@ -109,27 +113,50 @@ func (s *Server) PID() int { return s.cmd.Process.Pid }
 func (s *Server) Signal(sig syscall.Signal) error { return syscall.Kill(s.cmd.Process.Pid, sig) }
 
 // Stop stops the server and every process it started (nginx's workers):
-// SIGTERM, then SIGKILL to its process group after 5 s. Safe to call twice.
+// SIGTERM, then SIGKILL to its process group after 5 s. Only the first call
+// acts: the group is signalled while the server's zombie still holds its
+// PID, so a PID reused by another process is never signalled.
 func (s *Server) Stop() {
-	pid := s.cmd.Process.Pid
-	select {
-	case <-s.done:
-	default:
-		_ = syscall.Kill(pid, syscall.SIGCONT)
-		_ = syscall.Kill(pid, syscall.SIGTERM)
+	s.stopOnce.Do(func() {
+		pid := s.cmd.Process.Pid
 		select {
-		case <-s.done:
-		case <-time.After(5 * time.Second):
+		case <-s.exited:
+		default:
+			_ = syscall.Kill(pid, syscall.SIGCONT)
+			_ = syscall.Kill(pid, syscall.SIGTERM)
+			select {
+			case <-s.exited:
+			case <-time.After(5 * time.Second):
+			}
 		}
-	}
-	_ = syscall.Kill(-pid, syscall.SIGKILL) // the group is the server's own: Setpgid at start
-	<-s.done
+		_ = syscall.Kill(-pid, syscall.SIGKILL) // its own group: Setpgid at start
+		<-s.exited
+		_ = s.cmd.Wait()
+		s.logf.Close()
+	})
 }
 
 // Kill ends the server at once with SIGKILL, as a crash would.
 func (s *Server) Kill() {
-	_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
-	<-s.done
+	s.stopOnce.Do(func() {
+		_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
+		<-s.exited
+		_ = s.cmd.Wait()
+		s.logf.Close()
+	})
+}
+
+// waitExit closes exited when the server has exited, without reaping it, so
+// that its PID (and so its process group ID) stays reserved until Stop.
+func (s *Server) waitExit() {
+	defer close(s.exited)
+	var info unix.Siginfo
+	for {
+		err := unix.Waitid(unix.P_PID, s.cmd.Process.Pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
+		if err != unix.EINTR {
+			return
+		}
+	}
 }
 
 // Start runs bin with args (in dir, its scratch directory) and waits until
@@ -149,9 +176,9 @@ func Start(t testing.TB, dir, addr string, bin string, args ...string) *Server {
 		t.Fatalf("start %s: %v", bin, err)
 	}
 	_, port, _ := net.SplitHostPort(addr)
-	s := &Server{Addr: addr, Dir: dir, cmd: cmd, done: make(chan struct{})}
+	s := &Server{Addr: addr, Dir: dir, cmd: cmd, logf: logf, exited: make(chan struct{})}
 	s.Port, _ = strconv.Atoi(port)
-	go func() { _ = cmd.Wait(); logf.Close(); close(s.done) }()
+	go s.waitExit()
 	t.Cleanup(s.Stop)
 	deadline := time.Now().Add(15 * time.Second)
 	for {
@@ -161,7 +188,7 @@ func Start(t testing.TB, dir, addr string, bin string, args ...string) *Server {
 			return s
 		}
 		select {
-		case <-s.done:
+		case <-s.exited:
 			out, _ := os.ReadFile(logf.Name())
 			t.Fatalf("%s exited before listening on %s:\n%s", bin, addr, out)
 		default:

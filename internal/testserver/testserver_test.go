@@ -2,10 +2,14 @@ package testserver
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -73,6 +77,14 @@ func TestServersAnswer(t *testing.T) {
 		if !strings.HasPrefix(string(body), "Active connections:") {
 			t.Fatalf("stub_status = %q", body)
 		}
+		// Stopping takes nginx's workers too, and a second Stop or Kill
+		// does nothing (the PID may belong to someone else by then).
+		s.Stop()
+		if left := groupMembers(t, s.PID()); len(left) > 0 {
+			t.Fatalf("processes of nginx's group left after Stop: %v", left)
+		}
+		s.Stop()
+		s.Kill()
 	})
 }
 
@@ -86,4 +98,27 @@ func TestFreePortNeverRepeats(t *testing.T) {
 		}
 		seen[p] = true
 	}
+}
+
+// groupMembers lists the PIDs whose process group is pgid.
+func groupMembers(t *testing.T, pgid int) []string {
+	t.Helper()
+	stats, err := filepath.Glob("/proc/[0-9]*/stat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var left []string
+	for _, st := range stats {
+		b, err := os.ReadFile(st)
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid pgrp ...: comm may hold spaces, so split after ')'.
+		rest := b[bytes.LastIndexByte(b, ')')+2:]
+		f := strings.Fields(string(rest))
+		if len(f) > 2 && f[2] == strconv.Itoa(pgid) && f[0] != "Z" {
+			left = append(left, st)
+		}
+	}
+	return left
 }
