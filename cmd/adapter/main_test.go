@@ -24,7 +24,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -34,31 +33,13 @@ import (
 	"github.com/podkit/podkit/internal/testserver"
 )
 
-// syncBuffer collects the adapter's log for failure messages.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // startAdapter runs the adapter with args plus -listen on a free port and
 // returns its base URL; it is stopped (and must exit 0) when the test ends.
 func startAdapter(t *testing.T, args ...string) string {
 	t.Helper()
 	addr := fmt.Sprintf("127.0.0.1:%d", testserver.FreePort(t))
 	ctx, cancel := context.WithCancel(context.Background())
-	var stderr syncBuffer
+	var stderr testserver.Buffer
 	done := make(chan int, 1)
 	go func() {
 		done <- run(ctx, append([]string{"-listen", addr}, args...), func(string) string { return "" }, io.Discard, &stderr)
@@ -368,7 +349,7 @@ scrape_configs:
 `, port))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
-	var stderr syncBuffer
+	var stderr testserver.Buffer
 	go func() {
 		done <- run(ctx, []string{"-listen", fmt.Sprintf("127.0.0.1:%d", port), "-naming", "standard",
 			"-source", "nginx=http://" + ng.Addr + "/stub_status",

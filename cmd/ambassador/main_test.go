@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -22,19 +21,6 @@ import (
 )
 
 func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
-
-// syncBuffer is a bytes.Buffer safe for the daemon's logger and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 func TestLocate(t *testing.T) {
 	keys := "key:1\nkey:2\nuser:{7}:a\nuser:{7}:b\n\xe9t\xe9\n"
@@ -153,7 +139,7 @@ func TestDaemon(t *testing.T) {
 	admin := free()
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	var stderr syncBuffer
+	var stderr testserver.Buffer
 	done := make(chan int, 1)
 	go func() {
 		done <- run(ctx, []string{"-config", cfgPath, "-admin-addr", admin, "-watch-interval", "100ms", "-shutdown-timeout", "10s"},

@@ -9,30 +9,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/podkit/podkit/internal/testserver"
+
 	"github.com/podkit/podkit/internal/forwardtest"
 )
-
-// syncBuffer is a goroutine-safe stdout for run.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func env(m map[string]string) func(string) string {
 	return func(k string) string { return m[k] }
@@ -41,14 +24,14 @@ func env(m map[string]string) func(string) string {
 type running struct {
 	cancel context.CancelFunc
 	done   chan int
-	stdout *syncBuffer
-	stderr *syncBuffer
+	stdout *testserver.Buffer
+	stderr *testserver.Buffer
 }
 
 func startRun(t *testing.T, args []string, e map[string]string) *running {
 	t.Helper()
 	ctx, cancel := context.WithCancel(t.Context())
-	r := &running{cancel: cancel, done: make(chan int, 1), stdout: &syncBuffer{}, stderr: &syncBuffer{}}
+	r := &running{cancel: cancel, done: make(chan int, 1), stdout: &testserver.Buffer{}, stderr: &testserver.Buffer{}}
 	go func() { r.done <- run(ctx, args, env(e), r.stdout, r.stderr) }()
 	t.Cleanup(func() {
 		cancel()

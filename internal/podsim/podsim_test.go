@@ -1,7 +1,6 @@
 package podsim
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"net"
@@ -9,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -54,7 +52,7 @@ func TestPodSharesNamespacesAndLeavesNothing(t *testing.T) {
 
 	// A container listening in the pod: reachable at the pod's address from
 	// the host, and it shares net, uts and ipc with pause but not the PID namespace.
-	var out syncBuffer
+	var out testserver.Buffer
 	c, err := pod.Run(Exec{Name: "listener", Argv: []string{"sh", "-c", `echo "$POD_NAME $CONTAINER_NAME $POD_IP"; exec sleep 60`}, Stdout: &out})
 	if err != nil {
 		t.Fatal(err)
@@ -110,23 +108,4 @@ func TestPodSharesNamespacesAndLeavesNothing(t *testing.T) {
 	if err := exec.Command("ip", "link", "show", pod.hostDev).Run(); err == nil {
 		t.Errorf("veth %s left behind", pod.hostDev)
 	}
-}
-
-// syncBuffer is a bytes.Buffer the container's output copier and the test
-// can use at once.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

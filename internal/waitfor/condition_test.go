@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/podkit/podkit/internal/testserver"
 )
 
 func TestParse(t *testing.T) {
@@ -179,7 +181,7 @@ func TestWaitRealPeers(t *testing.T) {
 		mustParse(t, srv.URL+"/api/v1/health"),
 		mustParse(t, "dns://localhost"),
 	}
-	var logBuf syncBuffer
+	var logBuf testserver.Buffer
 	opts := Options{
 		AttemptTimeout: 2 * time.Second,
 		Backoff:        Backoff{Initial: 20 * time.Millisecond, Max: 100 * time.Millisecond, Jitter: 0.5},

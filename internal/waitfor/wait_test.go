@@ -1,7 +1,6 @@
 package waitfor
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -13,6 +12,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/podkit/podkit/internal/testserver"
 )
 
 func TestBackoffDelay(t *testing.T) {
@@ -86,7 +87,7 @@ func TestWaitFollowsBackoff(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
 		f := &flaky{name: "fake://a", okAt: 5, msgs: []string{"refused", "refused", "timeout"}}
-		var logBuf syncBuffer
+		var logBuf testserver.Buffer
 		start := time.Now()
 		res := Wait(t.Context(), []Condition{f}, Options{
 			AttemptTimeout: time.Second,
@@ -186,23 +187,6 @@ func TestWaitChecksConcurrently(t *testing.T) {
 			t.Errorf("two conditions each needing 2s of retries took %v, want 2s", d)
 		}
 	})
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func newLogger(w io.Writer) *slog.Logger {
