@@ -56,6 +56,7 @@ type options struct {
 	pathKey, tag, stdoutFormat                      string
 	bufferBytes                                     bytesFlag
 	adminAddr                                       string
+	webConfig                                       string
 	fwdMode                                         string
 	fwdChunkRecords                                 int
 	fwdChunkBytes                                   bytesFlag
@@ -95,6 +96,7 @@ func flags(fs *cli.FlagSet) *options {
 	fs.StringVar(&o.stdoutFormat, "stdout-format", "json", "json or raw")
 	fs.Var(&o.bufferBytes, "buffer-bytes", "memory bound for data not yet acknowledged, per output; reading pauses beyond it")
 	fs.StringVar(&o.adminAddr, "admin-addr", ":9102", "admin address: /healthz /readyz /metrics")
+	fs.StringVar(&o.webConfig, "web-config", "", "exporter-toolkit web configuration file: TLS and basic auth for the admin address")
 	fs.StringVar(&o.fwdMode, "forward-mode", "packed", "packed (PackedForward), compressed (gzip) or forward")
 	fs.IntVar(&o.fwdChunkRecords, "forward-chunk-records", 8192, "most records in a chunk")
 	fs.Var(&o.fwdChunkBytes, "forward-chunk-bytes", "most bytes in a chunk")
@@ -251,6 +253,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	srv := admin.New(reg, log)
 	for _, out := range outputs {
 		srv.AddCheck("output "+out.Name(), out.Ready)
+	}
+	if err := srv.SetWebConfig(o.webConfig); err != nil {
+		return fs.Usagef(stderr, "-web-config: %v", err)
 	}
 	if err := srv.Listen(o.adminAddr); err != nil {
 		log.Error("admin", "err", err)

@@ -73,6 +73,7 @@ func TestRunUsageErrors(t *testing.T) {
 		{"regex without start", []string{"-path", "/x/*.log", "-output", "stdout", "-multiline", "regex"}, "-multiline-start"},
 		{"bad bytes", []string{"-path", "/x/*.log", "-output", "stdout", "-buffer-bytes", "lots"}, "buffer-bytes"},
 		{"positions dir missing", []string{"-path", "/x/*.log", "-output", "stdout", "-positions-file", "/nonexistent/dir/pos.json"}, "-positions-file"},
+		{"web config missing", []string{"-path", "/x/*.log", "-output", "stdout", "-web-config", "/nonexistent/web.yml"}, "-web-config"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
