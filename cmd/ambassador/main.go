@@ -50,12 +50,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	adminAddr := fs.String("admin-addr", ":9101", "admin address: /healthz, /readyz, /metrics")
 	maxValue := fs.Int("max-value-bytes", 64<<20, "largest value (and request) accepted, in bytes")
 	watch := fs.Duration("watch-interval", 5*time.Second, "how often to check -config for changes (0: only on SIGHUP)")
+	webConfig := fs.String("web-config", "", "exporter-toolkit web configuration file: TLS and basic auth for the admin address")
 	err := fs.Parse(args)
 	if code, ok := fs.HandleParseError(err, version, stdout, stderr); !ok {
 		return code
 	}
 	if fs.NArg() > 0 {
 		return fs.Usagef(stderr, "unexpected argument %q", fs.Arg(0))
+	}
+	if err := admin.ValidateWebConfig(*webConfig); err != nil {
+		return fs.Usagef(stderr, "-web-config: %v", err)
 	}
 	if _, err := podenv.ApplyMemoryLimit(getenv); err != nil {
 		return fs.Usagef(stderr, "%v", err)
@@ -99,6 +103,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	adm := admin.New(reg, log)
 	adm.AddCheck("pools", proxy.Ready)
+	_ = adm.SetWebConfig(*webConfig) // checked above
 	if err := adm.Listen(*adminAddr); err != nil {
 		log.Error("start", "err", err)
 		_ = proxy.Shutdown(context.Background())

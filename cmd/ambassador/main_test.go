@@ -68,6 +68,7 @@ func TestUsageErrors(t *testing.T) {
 		{"locate needs pool", []string{"-config", "testdata/locate.yml", "-locate"}, nil, "-pool is required"},
 		{"env twin", nil, map[string]string{"AMBASSADOR_MAX_VALUE_BYTES": "12"}, "-max-value-bytes must be at least 1024"},
 		{"bad flag", []string{"-nope"}, nil, "flag provided but not defined"},
+		{"web config missing", []string{"-servers", "127.0.0.1:1", "-web-config", filepath.Join(dir, "web.yml")}, nil, "-web-config"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

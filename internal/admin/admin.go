@@ -95,10 +95,19 @@ func NewWithMetrics(metrics http.Handler, log *slog.Logger) *Server {
 // SetWebConfig serves TLS and basic auth from an exporter-toolkit web
 // configuration file. The file is checked now, so a bad one fails at start-up.
 func (s *Server) SetWebConfig(file string) error {
+	if err := ValidateWebConfig(file); err != nil {
+		return err
+	}
+	s.webConfig = file
+	return nil
+}
+
+// ValidateWebConfig checks an exporter-toolkit web configuration file ("" is
+// plain HTTP), for daemons that check their flags before building a server.
+func ValidateWebConfig(file string) error {
 	if err := web.Validate(file); err != nil {
 		return fmt.Errorf("web config %s: %w", file, err)
 	}
-	s.webConfig = file
 	return nil
 }
 
