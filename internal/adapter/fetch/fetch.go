@@ -1,5 +1,6 @@
-// Package fetch is the HTTP client the adapter's HTTP sources share: one
-// keep-alive pool, bounded bodies read into reused buffers.
+// Package fetch is how the adapter reaches its sources: the HTTP client its
+// HTTP sources share (one keep-alive pool, bounded bodies read into reused
+// buffers) and deadline-bound TCP connections for memcached and Redis.
 package fetch
 
 import (
@@ -72,4 +73,21 @@ func (c *Client) Get(ctx context.Context, url string, headers http.Header, buf *
 		return fmt.Errorf("GET %s: body larger than %d bytes", url, max)
 	}
 	return nil
+}
+
+// Dial connects to a TCP source (memcached, Redis) for one scrape. The
+// connection's deadline is ctx's, 10 s without one, and cancelling ctx
+// unblocks it at once. The caller closes conn, then calls stop.
+func Dial(ctx context.Context, addr string) (conn net.Conn, stop func() bool, err error) {
+	var d net.Dialer
+	conn, err = d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(dl)
+	} else {
+		_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	}
+	return conn, context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Now()) }), nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -46,5 +47,39 @@ func TestGet(t *testing.T) {
 	start := time.Now()
 	if err := c.Get(ctx, srv.URL+"/slow", nil, &buf, 1000); err == nil || time.Since(start) > 5*time.Second {
 		t.Errorf("slow: %v after %v, want a deadline error", err, time.Since(start))
+	}
+}
+
+func TestDialCancelUnblocksRead(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			defer c.Close()
+			time.Sleep(10 * time.Second) // a source that never answers
+		}
+	}()
+	ctx, cancel := context.WithCancel(t.Context())
+	conn, stop, err := Dial(ctx, ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	defer conn.Close()
+	time.AfterFunc(50*time.Millisecond, cancel)
+	start := time.Now()
+	if _, err := conn.Read(make([]byte, 1)); err == nil {
+		t.Fatal("read from a silent source succeeded")
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("read returned %v after cancel, want at once", d)
+	}
+	if _, _, err := Dial(t.Context(), "127.0.0.1:1"); err == nil {
+		t.Fatal("Dial to a closed port succeeded")
 	}
 }

@@ -7,12 +7,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/podkit/podkit/internal/adapter/exposition"
+	"github.com/podkit/podkit/internal/adapter/fetch"
 )
 
 // Stats is memcached's `stats` answer, key to value.
@@ -118,19 +117,12 @@ func (s *Source) Names() []string {
 // Scrape runs `stats` (and `stats settings` for old servers without
 // max_connections) on a fresh connection.
 func (s *Source) Scrape(ctx context.Context, b *exposition.Batch) error {
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", s.addr)
+	conn, stop, err := fetch.Dial(ctx, s.addr)
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
-	if dl, ok := ctx.Deadline(); ok {
-		_ = conn.SetDeadline(dl)
-	} else {
-		_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
-	}
-	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Now()) })
 	defer stop()
+	defer conn.Close()
 	r := bufio.NewReaderSize(conn, 8<<10)
 	if _, err := conn.Write([]byte("stats\r\n")); err != nil {
 		return fmt.Errorf("memcached %s: %w", s.addr, err)

@@ -8,12 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/podkit/podkit/internal/adapter/exposition"
+	"github.com/podkit/podkit/internal/adapter/fetch"
 )
 
 // ErrProtocol is wrapped by every malformed answer.
@@ -65,19 +64,12 @@ func (s *Source) Names() []string {
 
 // Scrape runs INFO ALL on a fresh connection.
 func (s *Source) Scrape(ctx context.Context, b *exposition.Batch) error {
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", s.addr)
+	conn, stop, err := fetch.Dial(ctx, s.addr)
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
-	if dl, ok := ctx.Deadline(); ok {
-		_ = conn.SetDeadline(dl)
-	} else {
-		_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
-	}
-	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Now()) })
 	defer stop()
+	defer conn.Close()
 	r := bufio.NewReaderSize(conn, 16<<10)
 	if s.password != "" {
 		if _, err := fmt.Fprintf(conn, "*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n", len(s.password), s.password); err != nil {
