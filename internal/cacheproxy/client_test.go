@@ -140,9 +140,7 @@ func TestRepliesInOrderPastSlowServer(t *testing.T) {
 
 	// Freeze the slow key's server for a while: the pipeline's later
 	// requests are answered first.
-	if err := rs[0].Signal(syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
+	freeze(t, rs[0])
 	thaw := time.AfterFunc(300*time.Millisecond, func() { _ = rs[0].Signal(syscall.SIGCONT) })
 	t.Cleanup(func() {
 		if thaw.Stop() {

@@ -2,6 +2,8 @@ package cacheproxy
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -190,6 +192,31 @@ timeout: 1000`))
 	c.expect("+OK\r\n" + bulk("3"))
 }
 
+// freeze stops s with SIGSTOP and waits until every thread of it has
+// stopped: kill returns before a busy thread stops, and a request sent at
+// once could still be answered (seen on a loaded machine).
+func freeze(t *testing.T, s *testserver.Server) {
+	t.Helper()
+	if err := s.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the server to stop", 10*time.Second, func() bool {
+		tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", s.PID()))
+		if err != nil || len(tasks) == 0 {
+			return false
+		}
+		for _, f := range tasks {
+			b, err := os.ReadFile(f)
+			st := string(b)
+			i := strings.LastIndexByte(st, ')')
+			if err != nil || i < 0 || i+2 >= len(st) || (st[i+2] != 'T' && st[i+2] != 't') {
+				return false
+			}
+		}
+		return true
+	})
+}
+
 // TestFrozenServer: a SIGSTOPped server times out, is ejected after the
 // failure limit, and comes back after SIGCONT.
 func TestFrozenServer(t *testing.T) {
@@ -205,9 +232,7 @@ timeout: 300`))
 	c := dial(t, p.Addr("mc"))
 	c.send(fmt.Sprintf("set %s 0 0 1\r\nx\r\n", frozen))
 	c.expect("STORED\r\n")
-	if err := victim.Signal(syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
+	freeze(t, victim)
 	var timeouts int
 	eventually(t, "ejection of the frozen server", 30*time.Second, func() bool {
 		start := time.Now()

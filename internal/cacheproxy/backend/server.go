@@ -3,6 +3,7 @@ package backend
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"runtime"
@@ -319,6 +320,12 @@ type session struct {
 	err      atomic.Value // the first error, for the calls failed after it
 	rdone    chan struct{}
 	inflight atomic.Int32 // calls queued and not yet answered
+	// The read and write deadline in force (zero: no read deadline), set
+	// only when a call needs a later one than it gives (see deadlineSlack):
+	// a deadline update is a runtime timer update, too costly to make
+	// three times per request at pipeline depth 1. Guarded by conn.mu.
+	dl      time.Time
+	retired bool // no more calls; guarded by conn.mu
 }
 
 // add queues call on the connection, connecting first if needed. It does
@@ -355,12 +362,14 @@ func (c *conn) add(call *Call) bool {
 	}
 	s.buf = append(s.buf, call.Req...)
 	s.pending <- call
-	if s.inflight.Add(1) == 1 {
-		// The reader is idle, blocked on the socket: this call's deadline
-		// must bound its wait. With the reader's slack (see read), so that
-		// a later call the reader lets ride on this deadline never gets
-		// less than its timeout.
-		_ = s.nc.SetReadDeadline(call.start.Add(c.srv.opts.timeout + deadlineSlack(c.srv.opts.timeout)))
+	s.inflight.Add(1)
+	// The deadlines in force must not come before this call's own (the
+	// write of its bytes follows); a later one is fine (the slack), and
+	// the reader tells a deadline that passed while idle from a timeout
+	// (see idleExpiry).
+	if d := call.start.Add(c.srv.opts.timeout); s.dl.IsZero() || d.After(s.dl) {
+		s.dl = d.Add(deadlineSlack(c.srv.opts.timeout))
+		_ = s.nc.SetDeadline(s.dl)
 	}
 	return true
 }
@@ -379,7 +388,7 @@ func (c *conn) flush() {
 		b := s.buf
 		s.buf = s.spare[:0]
 		c.mu.Unlock()
-		_ = s.nc.SetWriteDeadline(time.Now().Add(c.srv.opts.timeout))
+		// The write deadline is set by add.
 		_, err := s.nc.Write(b)
 		c.mu.Lock()
 		if cap(b) <= 1<<20 {
@@ -467,12 +476,13 @@ func (c *readCounter) Read(p []byte) (int, error) {
 }
 
 // deadlineSlack is how much later than its timeout a call may time out: a
-// reader sets a new read deadline only when a call needs a later one than
-// this slack gave the last, not once per call (each set is a timer update).
+// sender sets a new deadline only when a call needs a later one than this
+// slack gave the last, not once per call (each set is a timer update).
 func deadlineSlack(timeout time.Duration) time.Duration { return timeout / 16 }
 
 // retire ends the session once its calls are answered; conn.mu held.
 func (s *session) retire() {
+	s.retired = true
 	close(s.pending)
 	if s.inflight.Load() == 0 {
 		// Wake the idle reader out of its wait on the socket.
@@ -498,13 +508,11 @@ func (s *session) firstErr() error {
 // the socket itself, not on the queue: a reply, a close by the server or a
 // deadline set by the sender that ends the idle time wakes it, one wake-up
 // per batch instead of two, and a server that closes an idle connection is
-// noticed at once instead of by the next request.
+// noticed at once instead of by the next request. The senders keep the
+// read deadline no earlier than any queued call's (see add).
 func (s *session) read(c *conn, br *bufio.Reader, rc *readCounter) {
 	defer close(s.rdone)
 	srv := c.srv
-	timeout := srv.opts.timeout
-	slack := deadlineSlack(timeout)
-	var dl time.Time // the read deadline last set here; zero after idle
 	var now time.Time
 	reads := -1
 	for {
@@ -519,6 +527,9 @@ func (s *session) read(c *conn, br *bufio.Reader, rc *readCounter) {
 		}
 		if call == nil {
 			if _, err := br.Peek(1); err != nil {
+				if s.idleExpiry(c, err) {
+					continue
+				}
 				// Idle, this is retire waking us or the server closing an
 				// unused connection: neither is a failure of the server.
 				idle := s.inflight.Load() == 0
@@ -534,27 +545,17 @@ func (s *session) read(c *conn, br *bufio.Reader, rc *readCounter) {
 				return
 			}
 			call = next
-			dl = time.Time{} // the sender set the deadline
 		}
 		if s.broken.Load() {
 			srv.complete(call, s.firstErr())
-			if s.done(c) {
-				dl = time.Time{}
-			}
+			s.inflight.Add(-1)
 			continue
-		}
-		// The deadline in force is at least this call's own (start +
-		// timeout) unless it is from a call that started more than the
-		// slack earlier: then set a new one.
-		if d := call.start.Add(timeout); dl.IsZero() || d.After(dl) {
-			dl = d.Add(slack)
-			_ = s.nc.SetReadDeadline(dl)
 		}
 		if err := srv.codec.ReadReply(br, call); err != nil {
 			s.fail(err)
 			srv.complete(call, err)
 			srv.failure()
-			s.done(c)
+			s.inflight.Add(-1)
 			s.drain(srv)
 			return
 		}
@@ -563,22 +564,28 @@ func (s *session) read(c *conn, br *bufio.Reader, rc *readCounter) {
 		}
 		srv.ok()
 		srv.completeAt(call, nil, now)
-		if s.done(c) {
-			dl = time.Time{}
-		}
+		s.inflight.Add(-1)
 	}
 }
 
-// done accounts for one answered call; at zero the idle wait needs no
-// deadline, unless a sender set one meanwhile (checked under conn.mu). It
-// reports whether it cleared the deadline.
-func (s *session) done(c *conn) bool {
-	if s.inflight.Add(-1) != 0 {
+// idleExpiry reports whether err, from the reader's wait for a reply, is
+// no timeout of a call: the read deadline passed while no call was in
+// flight (then it is cleared), or a sender has set a later one since. A
+// deadline that passes with a call in flight has passed that call's own.
+func (s *session) idleExpiry(c *conn, err error) bool {
+	var te interface{ Timeout() bool }
+	if !errors.As(err, &te) || !te.Timeout() {
 		return false
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if s.inflight.Load() == 0 {
+	switch {
+	case s.retired:
+		return false
+	case time.Now().Before(s.dl):
+		return true
+	case s.inflight.Load() == 0:
+		s.dl = time.Time{}
 		_ = s.nc.SetReadDeadline(time.Time{})
 		return true
 	}
