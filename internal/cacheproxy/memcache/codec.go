@@ -5,7 +5,6 @@ package memcache
 import (
 	"bufio"
 	"bytes"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -72,7 +71,7 @@ func isError(line []byte) bool {
 // appendBlock appends n data bytes and their CRLF.
 func appendBlock(r *bufio.Reader, b []byte, n int) ([]byte, error) {
 	start := len(b)
-	b = grow(b, n+2)
+	b = backend.Grow(b, n+2)
 	if _, err := io.ReadFull(r, b[start:]); err != nil {
 		return b[:start], err
 	}
@@ -82,36 +81,13 @@ func appendBlock(r *bufio.Reader, b []byte, n int) ([]byte, error) {
 	return b, nil
 }
 
-func grow(b []byte, n int) []byte {
-	if cap(b)-len(b) < n {
-		nb := make([]byte, len(b), len(b)+n+len(b)/4)
-		copy(nb, b)
-		b = nb
-	}
-	return b[:len(b)+n]
-}
-
-var errLineTooLong = errors.New("line too long")
-
 // appendLine appends one line ending in "\n" to b, normalised to end in
-// "\r\n"; a longer line than max is an error.
+// "\r\n"; a longer line than max is backend.ErrLineTooLong.
 func appendLine(r *bufio.Reader, b []byte, max int) ([]byte, error) {
 	start := len(b)
-	for {
-		frag, err := r.ReadSlice('\n')
-		if len(b)-start+len(frag) > max {
-			return b, errLineTooLong
-		}
-		b = append(b, frag...)
-		if err == nil {
-			break
-		}
-		if err != bufio.ErrBufferFull {
-			if err == io.EOF && len(b) > start {
-				err = io.ErrUnexpectedEOF
-			}
-			return b, err
-		}
+	b, err := backend.AppendLine(r, b, max)
+	if err != nil {
+		return b, err
 	}
 	if len(b)-start < 2 || b[len(b)-2] != '\r' {
 		b = append(b[:len(b)-1], '\r', '\n')

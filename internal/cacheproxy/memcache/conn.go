@@ -212,7 +212,7 @@ func (s *state) next() (*reply, bool, error) {
 	var err error
 	s.line, err = appendLine(s.br, s.line[:0], maxLine)
 	if err != nil {
-		if errors.Is(err, errLineTooLong) {
+		if errors.Is(err, backend.ErrLineTooLong) {
 			s.h.Stats.ClientError("malformed")
 			return localReply("CLIENT_ERROR line too long\r\n"), false, errClose
 		}

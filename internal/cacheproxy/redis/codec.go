@@ -66,7 +66,7 @@ func appendValue(r *bufio.Reader, b []byte, maxValue, depth int) ([]byte, error)
 			return b, nil
 		}
 		at := len(b)
-		b = grow(b, n+2)
+		b = backend.Grow(b, n+2)
 		if _, err := io.ReadFull(r, b[at:]); err != nil {
 			return b, err
 		}
@@ -94,35 +94,17 @@ func appendValue(r *bufio.Reader, b []byte, maxValue, depth int) ([]byte, error)
 
 func appendLine(r *bufio.Reader, b []byte) ([]byte, error) {
 	start := len(b)
-	for {
-		frag, err := r.ReadSlice('\n')
-		if len(b)-start+len(frag) > maxLine {
-			return b, fmt.Errorf("%w: line too long", errProto)
-		}
-		b = append(b, frag...)
-		if err == nil {
-			break
-		}
-		if err != bufio.ErrBufferFull {
-			if err == io.EOF && len(b) > start {
-				err = io.ErrUnexpectedEOF
-			}
-			return b, err
-		}
+	b, err := backend.AppendLine(r, b, maxLine)
+	if errors.Is(err, backend.ErrLineTooLong) {
+		return b, fmt.Errorf("%w: line too long", errProto)
+	}
+	if err != nil {
+		return b, err
 	}
 	if len(b)-start < 2 || b[len(b)-2] != '\r' {
 		return b, fmt.Errorf("%w: line without CRLF", errProto)
 	}
 	return b, nil
-}
-
-func grow(b []byte, n int) []byte {
-	if cap(b)-len(b) < n {
-		nb := make([]byte, len(b), len(b)+n+len(b)/4)
-		copy(nb, b)
-		b = nb
-	}
-	return b[:len(b)+n]
 }
 
 // Handshake implements backend.Codec: AUTH and SELECT as configured.

@@ -278,7 +278,7 @@ func (s *state) readRequest() error {
 			return fmt.Errorf("%w: invalid bulk length", errClose)
 		}
 		at = len(s.raw)
-		s.raw = grow(s.raw, l+2)
+		s.raw = backend.Grow(s.raw, l+2)
 		if _, err := io.ReadFull(s.br, s.raw[at:]); err != nil {
 			return err
 		}
