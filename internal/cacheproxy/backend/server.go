@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -153,15 +152,8 @@ func (b *Batch) mark(c *conn) {
 	b.conns = append(b.conns, c)
 }
 
-// Flush writes every connection of the batch. It first lets the other
-// clients that are ready to run queue their requests: whichever writes
-// first takes everyone's bytes, so fifty clients at pipeline depth 1 share
-// a write as they would on nutcracker's event loop.
+// Flush writes every connection of the batch.
 func (b *Batch) Flush() {
-	if len(b.conns) == 0 {
-		return
-	}
-	runtime.Gosched()
 	for i, c := range b.conns {
 		c.flush()
 		b.conns[i] = nil

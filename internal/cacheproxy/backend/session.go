@@ -2,6 +2,8 @@ package backend
 
 import (
 	"bufio"
+	"fmt"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -21,6 +23,21 @@ type Pending interface {
 // that ends the connection (after the replies read so far are written).
 type NextFunc func(b *Batch) (p Pending, quit bool, err error)
 
+// FrameFunc measures the request at the start of b without reading it. n
+// > 0 is its length once all of it is in b; n == 0 asks for more bytes,
+// and need > len(b), when known, is how many the request takes in all.
+// skip is how many bytes after the request to drop unread (a value too
+// large to take). A request that could never fit is an error, which ends
+// the connection. Frame must never call a request whole that NextFunc
+// would read past: the reader NextFunc gets holds exactly the n bytes.
+type FrameFunc func(b []byte) (n, need, skip int, err error)
+
+// Protocol reads one client connection's requests.
+type Protocol struct {
+	Frame FrameFunc
+	Next  NextFunc
+}
+
 // clientWriteTimeout drops a client that stops reading its replies; reads
 // have no deadline, as an idle client may keep its connection.
 const clientWriteTimeout = 60 * time.Second
@@ -31,87 +48,191 @@ type ClientLimits struct {
 	Bytes int64 // request bytes read before the replies are written
 }
 
-// countingReader counts the bytes read from a connection.
-type countingReader struct {
-	r net.Conn
-	n int64
-}
-
-func (c *countingReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n += int64(n)
-	return n, err
-}
-
-// ServeClient runs one client connection. One goroutine reads the
-// client's requests and sends each to its server at once, batching the
-// writes of everything the client has already sent (within limits); it
-// does not wait for the replies. Whoever completes the request at the head
-// of the client's queue (usually the goroutine reading a server's replies)
-// writes the replies that are ready, in request order, and flushes them
-// once the queue is empty: a request costs no goroutine wake-up besides the
-// reads, as on nutcracker's event loop. When done closes, the requests
-// already read are answered and the connection closes. start receives the
-// connection's reader and returns the protocol's request reader.
-func ServeClient(nc net.Conn, limits ClientLimits, done <-chan struct{}, start func(br *bufio.Reader) NextFunc) {
-	cr := &countingReader{r: nc}
-	br := bufio.NewReaderSize(cr, 64<<10)
+// ServeClient runs one client connection until it ends. An event loop
+// (see loop) reads the client's requests once they are whole and sends
+// each to its server at once; it does not wait for the replies. Whoever
+// completes the request at the head of the client's queue (usually the
+// goroutine reading a server's replies) writes the replies that are ready,
+// in request order, and flushes them once the queue is empty. When done
+// closes, the requests already read are answered and the connection
+// closes. start receives the reader the requests are read from and returns
+// the protocol.
+func ServeClient(nc net.Conn, limits ClientLimits, done <-chan struct{}, start func(br *bufio.Reader) Protocol) {
+	defer nc.Close()
 	cl := newClient(nc)
-	next := start(br)
-	stop := make(chan struct{})
-	exited := make(chan struct{})
-	go func() {
-		defer close(exited)
-		select {
-		case <-done:
-			// Wake a blocked read; what was read still gets its reply.
-			if cr, ok := nc.(interface{ CloseRead() error }); ok {
-				_ = cr.CloseRead()
-			} else {
-				nc.Close()
-			}
-		case <-stop:
+	if cl.rc == nil {
+		return // not a socket: nothing here makes one
+	}
+	cl.limits = limits
+	cl.br = bufio.NewReaderSize(&cl.src, 16<<10)
+	cl.proto = start(cl.br)
+	cl.ended = make(chan struct{})
+	l, err := pickLoop()
+	if err != nil {
+		return
+	}
+	cl.watch.rc = cl.rc
+	if err := l.add(cl); err != nil {
+		return
+	}
+	select {
+	case <-done:
+		// Ends the reading; what was read still gets its reply.
+		cl.shutdown(syscall.SHUT_RD)
+		<-cl.ended
+	case <-cl.ended:
+	}
+	cl.finish()
+	cl.wg.Wait()
+}
+
+// sliceReader is the source of a client's bufio.Reader: the whole
+// requests the loop found in the client's input.
+type sliceReader struct{ b []byte }
+
+func (r *sliceReader) Read(p []byte) (int, error) {
+	if len(r.b) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, r.b)
+	r.b = r.b[n:]
+	return n, nil
+}
+
+// readSize is the least free space a read from a client is given.
+const readSize = 16 << 10
+
+// readable reads what the client sent and handles its whole requests; the
+// loop's goroutine only. read is false for a client resumed with input
+// still held.
+func (cl *client) readable(read bool) {
+	if read && !cl.eof {
+		if cap(cl.in)-len(cl.in) < readSize || cl.need > cap(cl.in)-cl.off {
+			cl.in, cl.off = makeRoom(cl.in, cl.off, readSize, cl.need), 0
 		}
-	}()
-	defer func() {
-		close(stop)
-		<-exited
-		cl.finish()
-		nc.Close()
-		cl.wg.Wait()
-	}()
-	var out Batch
-	var last, batchStart int64
-	inBatch := 0
-	for {
+		cl.in, cl.eof = readInto(cl.rc, cl.in)
+	}
+	l := cl.loop
+	cl.mu.Lock()
+	cl.holding = true
+	cl.mu.Unlock()
+	end := false
+	for !end {
+		if cl.skip > 0 {
+			k := min(cl.skip, len(cl.in)-cl.off)
+			cl.skip -= k
+			cl.off += k
+			if cl.skip > 0 {
+				break
+			}
+		}
+		rest := cl.in[cl.off:]
+		if len(rest) == 0 || len(rest) < cl.need {
+			break
+		}
+		n, need, skip, err := cl.proto.Frame(rest)
+		if err != nil {
+			end = true
+			break
+		}
+		if n == 0 {
+			cl.need = need
+			break
+		}
+		cl.need = 0
+		cl.src.b = rest[:n]
 		s := slotPool.Get().(*slot)
 		s.cl = cl
 		s.left.Store(1) // held until the request is queued
-		out.slot = s
-		p, quit, err := next(&out)
-		out.slot = nil
+		l.batch.slot = s
+		p, quit, err := cl.proto.Next(&l.batch)
+		l.batch.slot = nil
+		if left := len(cl.src.b) + cl.br.Buffered(); left != 0 && err == nil {
+			// Read less than was framed: frame the rest anew.
+			n -= left
+			cl.br.Reset(&cl.src)
+		}
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			err = fmt.Errorf("request framed at %d bytes read past its end", n)
+		}
+		cl.src.b = nil
+		cl.off += n
+		cl.skip = skip
 		if p == nil && s.left.Load() != 1 {
 			// Calls were sent without a reply to write them: they still
 			// hold the slot, which must stay queued until they are done.
 			p = noReply{}
 		}
+		over := false
 		if p != nil {
-			inBatch++
-			cl.enqueue(s, p, cr.n-last)
-			last = cr.n
+			over = cl.enqueue(s, p, int64(n+skip))
 		} else {
 			s.cl = nil
 			slotPool.Put(s)
 		}
-		end := err != nil || quit
-		if end || br.Buffered() == 0 || inBatch >= limits.Depth || cr.n-batchStart >= limits.Bytes {
-			batchStart, inBatch = cr.n, 0
-			out.Flush()
-			if !cl.endBatch(end, limits) {
-				return
-			}
+		end = err != nil || quit
+		if !end && over {
+			break
 		}
 	}
+	cl.compact()
+	cl.mu.Lock()
+	cl.holding = false
+	if cl.head == len(cl.q) && cl.bw.Buffered() > 0 {
+		_ = cl.bw.Flush()
+	}
+	if !end && cl.err != nil {
+		end = true
+	}
+	if !end && cl.eof && !cl.over() {
+		// Every whole request is read: what is left never will be one.
+		end = true
+	}
+	if !end && cl.over() {
+		if !cl.paused {
+			cl.paused = true
+			l.watch(cl, false)
+		}
+	}
+	cl.mu.Unlock()
+	if end {
+		l.remove(cl)
+		close(cl.ended)
+	}
+}
+
+// compact drops the bytes already handled from cl.in.
+func (cl *client) compact() {
+	if cl.off == 0 {
+		return
+	}
+	n := copy(cl.in, cl.in[cl.off:])
+	cl.in, cl.off = cl.in[:n], 0
+	if n == 0 && cap(cl.in) > 1<<20 {
+		cl.in = nil // a large request passed: give its room back
+	}
+}
+
+// over reports whether the client holds as much unanswered as it may;
+// cl.mu held.
+func (cl *client) over() bool {
+	return len(cl.q)-cl.head >= cl.limits.Depth || cl.qbytes >= cl.limits.Bytes || len(cl.backlog) >= backlogLimit
+}
+
+// resume restarts reading a paused client once it is under its limits, or
+// failed (so that the loop sees the end); cl.mu held.
+func (cl *client) resume() {
+	if !cl.paused || (cl.err == nil && cl.over()) {
+		return
+	}
+	cl.paused = false
+	cl.watch.loop.watch(cl, true)
+	cl.loop.schedule(cl)
+}
+
+// shutdown shuts the socket down in direction how.
+func (cl *client) shutdown(how int) {
+	_ = cl.rc.Control(func(fd uintptr) { _ = syscall.Shutdown(int(fd), how) })
 }
 
 // noReply is a request that gets no reply.
@@ -127,8 +248,21 @@ const backlogLimit = 4 << 20
 // order they came and the writer their replies go out through.
 type client struct {
 	nc    net.Conn
-	rc    syscall.RawConn // nil: every write goes through the flusher
+	rc    syscall.RawConn
 	rawFn func(fd uintptr) bool
+
+	// The reading side, the loop's goroutine's own.
+	watch
+	limits ClientLimits
+	proto  Protocol
+	br     *bufio.Reader // reads src
+	src    sliceReader
+	in     []byte // bytes read from the socket
+	off    int    // in[:off] is handled
+	need   int    // the request at off needs this many bytes in all
+	skip   int    // bytes to drop unread
+	eof    bool   // the socket read its end (or failed)
+	ended  chan struct{}
 
 	mu      sync.Mutex
 	cond    sync.Cond     // the queue shrank or the flusher stopped
@@ -136,7 +270,8 @@ type client struct {
 	q       []*slot       // requests whose replies are not written yet
 	head    int
 	qbytes  int64 // request bytes of q
-	holding bool  // the reading goroutine is mid-batch and flushes at its end
+	holding bool  // the loop is reading the client's requests, and flushes after
+	paused  bool  // reading stopped until the client is under its limits
 	backlog []byte
 	spare   []byte
 	flusher bool  // a goroutine is writing backlog
@@ -183,9 +318,11 @@ func (s *slot) callDone() {
 }
 
 // enqueue appends the request read last to the queue and drops its hold.
-func (cl *client) enqueue(s *slot, p Pending, size int64) {
+// It reports whether the client is now over its limits.
+func (cl *client) enqueue(s *slot, p Pending, size int64) bool {
 	s.p, s.size = p, size
 	cl.mu.Lock()
+	defer cl.mu.Unlock()
 	cl.q = append(cl.q, s)
 	cl.qbytes += size
 	cl.holding = true
@@ -193,26 +330,7 @@ func (cl *client) enqueue(s *slot, p Pending, size int64) {
 		s.done = true
 		cl.drain()
 	}
-	cl.mu.Unlock()
-}
-
-// endBatch ends a batch of requests: it flushes the replies written during
-// it and waits while the client has too much unanswered or unread. It
-// reports whether to read on.
-func (cl *client) endBatch(end bool, limits ClientLimits) bool {
-	cl.mu.Lock()
-	defer cl.mu.Unlock()
-	cl.holding = false
-	if cl.head == len(cl.q) && cl.bw.Buffered() > 0 {
-		_ = cl.bw.Flush()
-	}
-	if end {
-		return false
-	}
-	for cl.err == nil && (len(cl.q)-cl.head >= limits.Depth || cl.qbytes >= limits.Bytes || len(cl.backlog) >= backlogLimit) {
-		cl.cond.Wait()
-	}
-	return cl.err == nil
+	return cl.over()
 }
 
 // finish waits until every queued reply is written (or dropped).
@@ -249,8 +367,9 @@ func (cl *client) drain() {
 		cl.q, cl.head = cl.q[:n], 0
 	}
 	cl.cond.Broadcast()
+	cl.resume()
 	// With requests still out, their completion flushes; mid-batch, the
-	// reading goroutine does: replies go out in as few writes as they can.
+	// loop does: replies go out in as few writes as they can.
 	if cl.head == len(cl.q) && !cl.holding && cl.bw.Buffered() > 0 {
 		_ = cl.bw.Flush()
 	}
@@ -265,7 +384,7 @@ func (w sockWriter) Write(p []byte) (int, error) {
 	cl := w.cl
 	switch {
 	case cl.err != nil:
-	case cl.flusher || cl.rc == nil:
+	case cl.flusher:
 		cl.backlog = append(cl.backlog, p...)
 		cl.startFlusher()
 	default:
@@ -314,8 +433,11 @@ func (cl *client) fail(err error) {
 	if cl.err == nil {
 		cl.err = err
 		cl.backlog = nil
-		cl.nc.Close() // wakes the reading goroutine
+		// The loop reads the end, and the connection closes once every
+		// reply is accounted for.
+		cl.shutdown(syscall.SHUT_RDWR)
 		cl.cond.Broadcast()
+		cl.resume()
 	}
 }
 
@@ -354,4 +476,5 @@ func (cl *client) flush() {
 	}
 	cl.flusher = false
 	cl.cond.Broadcast()
+	cl.resume()
 }

@@ -172,16 +172,17 @@ func nextValue(b []byte) (n int, key []byte, ok bool) {
 // closed (then it finishes the requests it has read and returns).
 func (h *Handler) ServeConn(nc net.Conn, done <-chan struct{}) {
 	limits := backend.ClientLimits{Depth: maxDepth, Bytes: int64(max(h.MaxValue, 16<<20))}
-	backend.ServeClient(nc, limits, done, func(br *bufio.Reader) backend.NextFunc {
+	backend.ServeClient(nc, limits, done, func(br *bufio.Reader) backend.Protocol {
 		s := &state{h: h, br: br}
-		return func(b *backend.Batch) (backend.Pending, bool, error) {
+		f := &framer{maxValue: h.MaxValue}
+		return backend.Protocol{Frame: f.frame, Next: func(b *backend.Batch) (backend.Pending, bool, error) {
 			s.batch = b
 			r, quit, err := s.next()
 			if r == nil {
 				return nil, quit, err
 			}
 			return r, quit, err
-		}
+		}}
 	})
 }
 
@@ -357,21 +358,13 @@ func (s *state) upTo(i int) []byte { return s.line[:s.ends[i]] }
 // storage reads a storage command and its data block; n is the token count
 // without noreply.
 func (s *state) storage(n int) (*reply, bool, error) {
-	noreply := len(s.tok) == n+1 && bytes.Equal(s.tok[n], noreplyTok)
-	if len(s.tok) != n && !noreply {
+	size := blockSize(s.tok[0], s.tok)
+	if size < 0 {
 		return s.clientError("bad command line format")
 	}
-	size, ok := atoi(s.tok[4])
-	if !ok || len(s.tok[1]) > maxKey {
-		return s.clientError("bad command line format")
-	}
-	if _, ok := atoi(s.tok[2]); !ok {
-		return s.clientError("bad command line format")
-	}
+	noreply := len(s.tok) == n+1
 	if size > s.h.MaxValue {
-		if _, err := s.br.Discard(size + 2); err != nil {
-			return nil, false, err
-		}
+		// The framer has the value dropped unread.
 		s.h.Stats.ClientError("malformed")
 		return localReply("SERVER_ERROR object too large for cache\r\n"), false, nil
 	}
@@ -455,16 +448,14 @@ func (s *state) meta(hasData bool) (*reply, bool, error) {
 	}
 	call.Req = append(call.Req, crlf...)
 	if hasData {
-		size, ok := atoi(s.tok[2])
-		if !ok {
+		size := blockSize(cmd, s.tok)
+		if size < 0 {
 			call.Release()
 			return s.clientError("bad data chunk")
 		}
 		if size > s.h.MaxValue {
+			// The framer has the value dropped unread.
 			call.Release()
-			if _, err := s.br.Discard(size + 2); err != nil {
-				return nil, false, err
-			}
 			return localReply("SERVER_ERROR object too large for cache\r\n"), false, nil
 		}
 		var err error

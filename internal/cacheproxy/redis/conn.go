@@ -214,16 +214,17 @@ func (r *reply) mergeArrays(w *bufio.Writer) {
 // is closed (then it answers what it has read and returns).
 func (h *Handler) ServeConn(nc net.Conn, done <-chan struct{}) {
 	limits := backend.ClientLimits{Depth: maxPipeline, Bytes: int64(max(h.MaxValue, 16<<20))}
-	backend.ServeClient(nc, limits, done, func(br *bufio.Reader) backend.NextFunc {
+	backend.ServeClient(nc, limits, done, func(br *bufio.Reader) backend.Protocol {
 		s := &state{h: h, br: br, authed: h.password() == ""}
-		return func(b *backend.Batch) (backend.Pending, bool, error) {
+		f := &framer{maxValue: h.MaxValue}
+		return backend.Protocol{Frame: f.frame, Next: func(b *backend.Batch) (backend.Pending, bool, error) {
 			s.batch = b
 			r, quit, err := s.next()
 			if r == nil {
 				return nil, quit, err
 			}
 			return r, quit, err
-		}
+		}}
 	})
 }
 
