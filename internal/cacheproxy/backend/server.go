@@ -3,11 +3,13 @@ package backend
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
+	"io"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/podkit/podkit/internal/cacheproxy/config"
@@ -281,11 +283,10 @@ func (s *Server) close() {
 }
 
 // conn is one of a server's shared connections. Senders append their
-// request bytes to the connection's buffer; whoever finds no write in
-// progress becomes the writer and keeps writing until the buffer stays
-// empty, so requests that arrive during a write go out together in the next
-// one (one syscall per batch, no writer goroutine to wake). A reader
-// goroutine per connection matches replies to calls in order.
+// request bytes to the connection's buffer and mark it in their batch;
+// flushing the batch writes everything queued, so requests from many
+// clients go out in one write. An event loop reads the replies and matches
+// them to the calls in order.
 type conn struct {
 	srv  *Server
 	mu   sync.Mutex
@@ -303,21 +304,29 @@ const dialBackoff = 250 * time.Millisecond
 
 // session is one TCP connection's life.
 type session struct {
-	nc       net.Conn
-	pending  chan *Call // calls written (or about to be), in order
-	buf      []byte     // bytes not yet handed to a write; guarded by conn.mu
+	watch
+	c  *conn
+	nc net.Conn
+
+	// Guarded by conn.mu.
+	q        []*Call // calls written (or about to be), in order; q[head] is the oldest
+	head     int
+	buf      []byte // bytes not yet handed to a write
 	spare    []byte
-	flushing bool // a sender is writing; guarded by conn.mu
-	broken   atomic.Bool
-	err      atomic.Value // the first error, for the calls failed after it
-	rdone    chan struct{}
-	inflight atomic.Int32 // calls queued and not yet answered
-	// The read and write deadline in force (zero: no read deadline), set
-	// only when a call needs a later one than it gives (see deadlineSlack):
-	// a deadline update is a runtime timer update, too costly to make
-	// three times per request at pipeline depth 1. Guarded by conn.mu.
-	dl      time.Time
-	retired bool // no more calls; guarded by conn.mu
+	flushing bool // a write is in progress
+	retired  bool // no more calls: close once the queue is empty
+	timer    *time.Timer
+	timing   bool // the timer is armed
+
+	broken atomic.Bool
+	err    atomic.Value // the first error, for the calls failed after it
+	rdone  chan struct{}
+
+	// The loop's goroutine's own.
+	in   []byte
+	src  sliceReader
+	br   *bufio.Reader
+	done []*Call // completed by the last read, to finish outside conn.mu
 }
 
 // add queues call on the connection, connecting first if needed. It does
@@ -332,7 +341,7 @@ func (c *conn) add(call *Call) bool {
 	s := c.sess
 	if s == nil || s.broken.Load() {
 		if s != nil {
-			s.retire() // its reader fails what is left and exits
+			s.retire()
 		}
 		c.sess = nil
 		if c.dialErr != nil && time.Since(c.dialFailAt) < dialBackoff {
@@ -353,21 +362,18 @@ func (c *conn) add(call *Call) bool {
 		c.sess = s
 	}
 	s.buf = append(s.buf, call.Req...)
-	s.pending <- call
-	s.inflight.Add(1)
-	// The deadlines in force must not come before this call's own (the
-	// write of its bytes follows); a later one is fine (the slack), and
-	// the reader tells a deadline that passed while idle from a timeout
-	// (see idleExpiry).
-	if d := call.start.Add(c.srv.opts.timeout); s.dl.IsZero() || d.After(s.dl) {
-		s.dl = d.Add(deadlineSlack(c.srv.opts.timeout))
-		_ = s.nc.SetDeadline(s.dl)
+	s.q = append(s.q, call)
+	if !s.timing {
+		s.timing = true
+		s.timer.Reset(c.srv.opts.timeout)
 	}
 	return true
 }
 
 // flush writes what is queued, unless a write is in progress: that writer
-// takes these bytes too before it stops.
+// takes these bytes too before it stops. It never waits for the socket:
+// what the socket does not take at once is written by a goroutine of its
+// own, so an event loop is never held by a slow server.
 func (c *conn) flush() {
 	c.mu.Lock()
 	s := c.sess
@@ -380,24 +386,81 @@ func (c *conn) flush() {
 		b := s.buf
 		s.buf = s.spare[:0]
 		c.mu.Unlock()
-		// The write deadline is set by add.
-		_, err := s.nc.Write(b)
+		n, err := s.tryWrite(b)
+		if err == nil && n < len(b) {
+			go c.writeRest(s, b, n)
+			return
+		}
 		c.mu.Lock()
-		if cap(b) <= 1<<20 {
-			s.spare = b[:0]
-		} else {
-			s.spare = nil // it is s.buf's array now: never share one
-		}
-		if err != nil {
-			// The reader sees the closed connection and fails every
-			// pending call, these included.
-			s.fail(err)
-			s.buf = s.buf[:0]
-			break
-		}
+		s.recycle(b, err)
 	}
 	s.flushing = false
 	c.mu.Unlock()
+}
+
+// writeRest writes b[n:] and then whatever was queued meanwhile, waiting
+// for the socket up to the pool's timeout.
+func (c *conn) writeRest(s *session, b []byte, n int) {
+	_ = s.nc.SetWriteDeadline(time.Now().Add(c.srv.opts.timeout))
+	_, err := s.nc.Write(b[n:])
+	c.mu.Lock()
+	s.recycle(b, err)
+	for err == nil && len(s.buf) > 0 {
+		b = s.buf
+		s.buf = s.spare[:0]
+		c.mu.Unlock()
+		_ = s.nc.SetWriteDeadline(time.Now().Add(c.srv.opts.timeout))
+		_, err = s.nc.Write(b)
+		c.mu.Lock()
+		s.recycle(b, err)
+	}
+	s.flushing = false
+	c.mu.Unlock()
+}
+
+// recycle keeps a written buffer as the spare and fails the session on a
+// write error; conn.mu held.
+func (s *session) recycle(b []byte, err error) {
+	if cap(b) <= 1<<20 {
+		s.spare = b[:0]
+	} else {
+		s.spare = nil // it is s.buf's array now: never share one
+	}
+	if err != nil {
+		// The loop sees the connection end and fails every queued call,
+		// these included.
+		s.fail(err)
+		s.buf = s.buf[:0]
+	}
+}
+
+// tryWrite writes b as far as the socket takes it without waiting.
+func (s *session) tryWrite(b []byte) (int, error) {
+	n := 0
+	var err error
+	cerr := s.rc.Write(func(fd uintptr) bool {
+		for n < len(b) {
+			k, e := syscall.Write(int(fd), b[n:])
+			if k > 0 {
+				n += k
+			}
+			switch {
+			case e == syscall.EINTR:
+			case e == syscall.EAGAIN:
+				return true
+			case e != nil:
+				err = e
+				return true
+			case k <= 0:
+				return true
+			}
+		}
+		return true
+	})
+	if err == nil {
+		err = cerr
+	}
+	return n, err
 }
 
 // preconnect dials at start, for pools with preconnect: true.
@@ -428,12 +491,12 @@ func (c *conn) close() {
 	c.mu.Unlock()
 	if s != nil {
 		<-s.rdone
-		s.nc.Close()
 	}
 }
 
-// connect dials and runs the handshake; c.mu held, so senders to this
-// connection wait for it, as their requests could go nowhere else.
+// connect dials, runs the handshake and hands the connection's replies to
+// an event loop; c.mu held, so senders to this connection wait for it, as
+// their requests could go nowhere else.
 func (c *conn) connect() (*session, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), c.srv.opts.timeout)
 	defer cancel()
@@ -441,8 +504,7 @@ func (c *conn) connect() (*session, error) {
 	if err != nil {
 		return nil, err
 	}
-	rc := &readCounter{r: nc}
-	br := bufio.NewReaderSize(rc, 64<<10)
+	br := bufio.NewReaderSize(nc, 4096)
 	if err := nc.SetDeadline(time.Now().Add(c.srv.opts.timeout)); err == nil {
 		if err = c.srv.codec.Handshake(nc, br); err != nil {
 			nc.Close()
@@ -450,42 +512,180 @@ func (c *conn) connect() (*session, error) {
 		}
 		_ = nc.SetDeadline(time.Time{})
 	}
-	s := &session{nc: nc, pending: make(chan *Call, 16384), rdone: make(chan struct{})}
-	go s.read(c, br, rc)
+	s := &session{c: c, nc: nc, rdone: make(chan struct{})}
+	if sc, ok := nc.(syscall.Conn); ok {
+		s.watch.rc, err = sc.SyscallConn()
+	}
+	if s.watch.rc == nil {
+		nc.Close()
+		return nil, dialError{fmt.Errorf("connection has no socket: %v", err)}
+	}
+	// Bytes the handshake read past its replies belong to no call: the
+	// loop reports them as a protocol error.
+	if n := br.Buffered(); n > 0 {
+		b, _ := br.Peek(n)
+		s.in = append(s.in, b...)
+	}
+	s.br = bufio.NewReaderSize(&s.src, 16<<10)
+	s.timer = time.AfterFunc(time.Hour, s.expire)
+	s.timer.Stop()
+	leftover := len(s.in) > 0
+	l, err := pickLoop()
+	if err == nil {
+		err = l.add(s)
+	}
+	if err != nil {
+		nc.Close()
+		return nil, dialError{err}
+	}
+	if leftover {
+		l.schedule(s)
+	}
 	return s, nil
 }
 
-// readCounter counts the reads from a server connection, so that its
-// reader knows when a reply came from a new read.
-type readCounter struct {
-	r net.Conn
-	n int
+// expire fails the session when its oldest call has waited for its reply
+// longer than the pool's timeout, and otherwise checks again when it will
+// have.
+func (s *session) expire() {
+	c := s.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if s.head == len(s.q) {
+		s.timing = false
+		return
+	}
+	timeout := c.srv.opts.timeout
+	if left := timeout - time.Since(s.q[s.head].start); left > 0 {
+		s.timer.Reset(left)
+		return
+	}
+	s.timing = false
+	s.fail(fmt.Errorf("no reply within %s: %w", timeout, os.ErrDeadlineExceeded))
 }
 
-func (c *readCounter) Read(p []byte) (int, error) {
-	c.n++
-	return c.r.Read(p)
+// serverReadSize is the least free space a read from a server is given.
+const serverReadSize = 64 << 10
+
+// readable reads the server's replies and completes their calls; the
+// loop's goroutine only. A reply that has not all arrived is read again,
+// from its start, once more bytes have.
+func (s *session) readable(read bool) {
+	c := s.c
+	srv := c.srv
+	eof := false
+	if read {
+		if cap(s.in)-len(s.in) < serverReadSize {
+			s.in = makeRoom(s.in, 0, serverReadSize, 0)
+		}
+		s.in, eof = readInto(s.rc, s.in)
+	}
+	var now time.Time
+	var perr error
+	off := 0
+	c.mu.Lock()
+	s.src.b = s.in
+	s.br.Reset(&s.src)
+	for s.head < len(s.q) && off < len(s.in) {
+		call := s.q[s.head]
+		mark := len(call.Reply)
+		err := srv.codec.ReadReply(s.br, call)
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			call.Reply = call.Reply[:mark]
+			break
+		}
+		if err != nil {
+			perr = err
+			break
+		}
+		off = len(s.in) - len(s.src.b) - s.br.Buffered()
+		s.q[s.head] = nil
+		s.head++
+		s.done = append(s.done, call)
+	}
+	if perr == nil && s.head == len(s.q) && off < len(s.in) && !s.broken.Load() {
+		perr = fmt.Errorf("%w: %d bytes no request asked for", ErrProtocol, len(s.in)-off)
+	}
+	if s.head == len(s.q) {
+		s.q, s.head = s.q[:0], 0
+	} else if s.head >= 1024 && 2*s.head >= len(s.q) {
+		n := copy(s.q, s.q[s.head:])
+		clear(s.q[n:])
+		s.q, s.head = s.q[:n], 0
+	}
+	idle := s.head == len(s.q)
+	end := eof || perr != nil || (s.retired && idle)
+	c.mu.Unlock()
+	s.src.b = nil
+	n := copy(s.in, s.in[off:])
+	s.in = s.in[:n]
+	if n == 0 && cap(s.in) > 1<<20 {
+		s.in = nil
+	}
+	if len(s.done) > 0 {
+		now = time.Now()
+		srv.ok()
+		for i, call := range s.done {
+			srv.completeAt(call, nil, now)
+			s.done[i] = nil
+		}
+		s.done = s.done[:0]
+	}
+	if !end {
+		return
+	}
+	switch {
+	case perr != nil:
+		s.fail(perr)
+		srv.failure()
+	case eof && !idle:
+		s.fail(io.ErrUnexpectedEOF)
+		if !s.retired || s.firstErr() != ErrClosed {
+			srv.failure()
+		}
+	default:
+		// Idle: retired, or the server closed an unused connection;
+		// neither is a failure of the server.
+		s.fail(ErrClosed)
+	}
+	s.end()
 }
 
-// deadlineSlack is how much later than its timeout a call may time out: a
-// sender sets a new deadline only when a call needs a later one than this
-// slack gave the last, not once per call (each set is a timer update).
-func deadlineSlack(timeout time.Duration) time.Duration { return timeout / 16 }
+// end fails the calls still queued and lets go of the connection; the
+// loop's goroutine only.
+func (s *session) end() {
+	c := s.c
+	s.loop.remove(s)
+	c.mu.Lock()
+	s.retired = true
+	left := s.q[s.head:]
+	s.q, s.head = nil, 0
+	if s.timer != nil {
+		s.timer.Stop()
+	}
+	c.mu.Unlock()
+	for _, call := range left {
+		c.srv.complete(call, s.firstErr())
+	}
+	s.nc.Close()
+	close(s.rdone)
+}
 
 // retire ends the session once its calls are answered; conn.mu held.
 func (s *session) retire() {
 	s.retired = true
-	close(s.pending)
-	if s.inflight.Load() == 0 {
-		// Wake the idle reader out of its wait on the socket.
-		_ = s.nc.SetReadDeadline(time.Now())
+	if s.head == len(s.q) {
+		// Wake the loop to let go of the idle connection.
+		s.fail(ErrClosed)
 	}
 }
 
+// fail marks the session broken and shuts its socket down, which the loop
+// sees as its end.
 func (s *session) fail(err error) {
 	if s.broken.CompareAndSwap(false, true) {
 		s.err.Store(err)
-		s.nc.Close()
+		_ = s.rc.Control(func(fd uintptr) { _ = syscall.Shutdown(int(fd), syscall.SHUT_RDWR) })
 	}
 }
 
@@ -494,100 +694,4 @@ func (s *session) firstErr() error {
 		return e
 	}
 	return ErrClosed
-}
-
-// read matches replies to calls. While no call is in flight it waits on
-// the socket itself, not on the queue: a reply, a close by the server or a
-// deadline set by the sender that ends the idle time wakes it, one wake-up
-// per batch instead of two, and a server that closes an idle connection is
-// noticed at once instead of by the next request. The senders keep the
-// read deadline no earlier than any queued call's (see add).
-func (s *session) read(c *conn, br *bufio.Reader, rc *readCounter) {
-	defer close(s.rdone)
-	srv := c.srv
-	var now time.Time
-	reads := -1
-	for {
-		var call *Call
-		select {
-		case next, ok := <-s.pending:
-			if !ok {
-				return
-			}
-			call = next
-		default:
-		}
-		if call == nil {
-			if _, err := br.Peek(1); err != nil {
-				if s.idleExpiry(c, err) {
-					continue
-				}
-				// Idle, this is retire waking us or the server closing an
-				// unused connection: neither is a failure of the server.
-				idle := s.inflight.Load() == 0
-				s.fail(err)
-				if !idle {
-					srv.failure()
-				}
-				s.drain(srv)
-				return
-			}
-			next, ok := <-s.pending
-			if !ok {
-				return
-			}
-			call = next
-		}
-		if s.broken.Load() {
-			srv.complete(call, s.firstErr())
-			s.inflight.Add(-1)
-			continue
-		}
-		if err := srv.codec.ReadReply(br, call); err != nil {
-			s.fail(err)
-			srv.complete(call, err)
-			srv.failure()
-			s.inflight.Add(-1)
-			s.drain(srv)
-			return
-		}
-		if rc.n != reads {
-			reads, now = rc.n, time.Now()
-		}
-		srv.ok()
-		srv.completeAt(call, nil, now)
-		s.inflight.Add(-1)
-	}
-}
-
-// idleExpiry reports whether err, from the reader's wait for a reply, is
-// no timeout of a call: the read deadline passed while no call was in
-// flight (then it is cleared), or a sender has set a later one since. A
-// deadline that passes with a call in flight has passed that call's own.
-func (s *session) idleExpiry(c *conn, err error) bool {
-	var te interface{ Timeout() bool }
-	if !errors.As(err, &te) || !te.Timeout() {
-		return false
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	switch {
-	case s.retired:
-		return false
-	case time.Now().Before(s.dl):
-		return true
-	case s.inflight.Load() == 0:
-		s.dl = time.Time{}
-		_ = s.nc.SetReadDeadline(time.Time{})
-		return true
-	}
-	return false
-}
-
-// drain fails the calls left on a broken session until it is retired.
-func (s *session) drain(srv *Server) {
-	for call := range s.pending {
-		srv.complete(call, s.firstErr())
-		s.inflight.Add(-1)
-	}
 }
