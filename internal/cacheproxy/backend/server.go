@@ -291,6 +291,7 @@ type conn struct {
 	srv  *Server
 	mu   sync.Mutex
 	sess *session
+	open *Call // a merged call still taking keys (see Merger)
 	shut bool
 	// The last failed dial: for a short while calls fail with its error at
 	// once instead of queueing behind one dial timeout after another (an
@@ -334,6 +335,12 @@ type session struct {
 func (c *conn) add(call *Call) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.seal()
+	return c.addLocked(call)
+}
+
+// addLocked is add with c.mu held.
+func (c *conn) addLocked(call *Call) bool {
 	if c.shut {
 		c.srv.complete(call, ErrClosed)
 		return false
@@ -376,6 +383,7 @@ func (c *conn) add(call *Call) bool {
 // own, so an event loop is never held by a slow server.
 func (c *conn) flush() {
 	c.mu.Lock()
+	c.seal()
 	s := c.sess
 	if s == nil || s.flushing || len(s.buf) == 0 {
 		c.mu.Unlock()
@@ -440,7 +448,7 @@ func (s *session) tryWrite(b []byte) (int, error) {
 	var err error
 	cerr := s.rc.Write(func(fd uintptr) bool {
 		for n < len(b) {
-			k, e := syscall.Write(int(fd), b[n:])
+			k, e := nbWrite(int(fd), b[n:])
 			if k > 0 {
 				n += k
 			}
@@ -482,6 +490,7 @@ func (c *conn) preconnect() {
 // close stops taking calls and waits until those in flight are answered.
 func (c *conn) close() {
 	c.mu.Lock()
+	c.seal()
 	c.shut = true
 	s := c.sess
 	c.sess = nil

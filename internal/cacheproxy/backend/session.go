@@ -410,7 +410,7 @@ func (w sockWriter) Write(p []byte) (int, error) {
 // poller to wait.
 func (cl *client) rawWrite(fd uintptr) bool {
 	for cl.wn < len(cl.wb) {
-		n, err := syscall.Write(int(fd), cl.wb[cl.wn:])
+		n, err := nbWrite(int(fd), cl.wb[cl.wn:])
 		if n > 0 {
 			cl.wn += n
 		}
