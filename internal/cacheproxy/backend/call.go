@@ -6,6 +6,7 @@ package backend
 import (
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -19,20 +20,36 @@ type Call struct {
 	// multi-server replies.
 	Server *Server
 
+	// Parts is where each part of a merged call lies in Reply: start and
+	// end offsets, 2 per part, -1 for a part the reply has no answer for.
+	Parts []int
+
 	hash  uint32 // picks one of the server's connections
 	start time.Time
 	done  chan struct{}
 	group *sync.WaitGroup // the client batch's, when sent with one
 	slot  *slot           // the client request it is part of, under ServeClient
+	// A merged call answers several requests, each holding a reference.
+	merger  Merger
+	waiters []waiter
+	nparts  int
+	refs    atomic.Int32
 }
 
 var callPool = sync.Pool{New: func() any { return &Call{done: make(chan struct{}, 1)} }}
 
 // NewCall returns a cleared call from a pool.
-func NewCall() *Call { return callPool.Get().(*Call) }
+func NewCall() *Call {
+	c := callPool.Get().(*Call)
+	c.refs.Store(1)
+	return c
+}
 
 // Release returns c to the pool; c must not be used after.
 func (c *Call) Release() {
+	if c.refs.Add(-1) > 0 {
+		return // another request of a merged call still reads it
+	}
 	if cap(c.Req) > 1<<16 {
 		c.Req = nil
 	}
@@ -41,6 +58,8 @@ func (c *Call) Release() {
 	}
 	c.Req, c.Reply = c.Req[:0], c.Reply[:0]
 	c.Err, c.Server, c.Kind, c.hash, c.group, c.slot = nil, nil, 0, 0, nil, nil
+	clear(c.waiters)
+	c.waiters, c.Parts, c.merger, c.nparts = c.waiters[:0], c.Parts[:0], nil, 0
 	callPool.Put(c)
 }
 
@@ -52,6 +71,15 @@ func (c *Call) Wait() {
 	if c.slot != nil {
 		return
 	}
+	if len(c.waiters) > 0 {
+		// Merged: the requests it answers were each sent in a batch.
+		for _, w := range c.waiters {
+			if w.wg != nil {
+				w.wg.Wait()
+			}
+		}
+		return
+	}
 	if c.group != nil {
 		c.group.Wait()
 		return
@@ -61,6 +89,20 @@ func (c *Call) Wait() {
 
 func (c *Call) finish(err error) {
 	c.Err = err
+	if ws := c.waiters; len(ws) > 0 {
+		if err == nil && c.merger != nil {
+			c.merger.Split(c)
+		}
+		// c may be released once the last waiter is told.
+		for i, n := 0, len(ws); i < n; i++ {
+			if w := ws[i]; w.slot != nil {
+				w.slot.callDone()
+			} else {
+				w.wg.Done()
+			}
+		}
+		return
+	}
 	if s := c.slot; s != nil {
 		// c may be released by the time callDone returns.
 		s.callDone()

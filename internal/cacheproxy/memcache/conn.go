@@ -39,6 +39,8 @@ type reply struct {
 	keyBuf []byte
 	silent bool   // noreply: write nothing
 	quiet  []byte // meta q: reply codes to hide
+	joined bool   // a get answered by part `part` of a merged multi-get
+	part   int
 }
 
 var replyPool = sync.Pool{New: func() any { return new(reply) }}
@@ -53,7 +55,7 @@ func (r *reply) release() {
 	r.calls = r.calls[:0]
 	r.local = r.local[:0]
 	r.keys, r.owner, r.keyBuf = r.keys[:0], r.owner[:0], r.keyBuf[:0]
-	r.multi, r.silent, r.quiet = false, false, nil
+	r.multi, r.silent, r.quiet, r.joined, r.part = false, false, nil, false, 0
 	if cap(r.keyBuf) > 1<<16 {
 		r.keyBuf, r.keys, r.owner = nil, nil, nil
 	}
@@ -70,6 +72,19 @@ func (r *reply) WriteReply(w *bufio.Writer) {
 	case r.silent:
 	case len(r.calls) == 0:
 		w.Write(r.local)
+	case r.joined:
+		c := r.calls[0]
+		switch {
+		case c.Err != nil:
+			writeServerError(w, c.Err)
+		case !bytes.HasSuffix(c.Reply, []byte("END\r\n")):
+			w.Write(lastLine(c.Reply))
+		default:
+			if start := c.Parts[2*r.part]; start >= 0 {
+				w.Write(c.Reply[start:c.Parts[2*r.part+1]])
+			}
+			w.WriteString("END\r\n")
+		}
 	case !r.multi:
 		c := r.calls[0]
 		if c.Err != nil {
@@ -303,6 +318,17 @@ func (s *state) retrieval(first int) (*reply, bool, error) {
 	}
 	prefix := s.upTo(first - 1) // "get" or "gat <exptime>"
 	r := newReply()
+	if len(keys) == 1 && string(s.tok[0]) == "get" {
+		srv, h := s.h.Pool.Route(keys[0])
+		if srv == nil {
+			r.release()
+			return localReply("SERVER_ERROR " + backend.ErrNoServer.Error() + "\r\n"), false, nil
+		}
+		c, i := srv.Join(keys[0], h, s.batch, getMerger{})
+		r.calls = append(r.calls, c)
+		r.joined, r.part = true, i
+		return r, false, nil
+	}
 	if len(keys) == 1 {
 		call := backend.NewCall()
 		call.Kind = kindRetrieval
@@ -517,6 +543,42 @@ func lowerInPlace(b []byte) {
 	for i, c := range b {
 		if 'A' <= c && c <= 'Z' {
 			b[i] = c + 'a' - 'A'
+		}
+	}
+}
+
+// getMerger merges single-key gets for one server into a multi-get.
+type getMerger struct{}
+
+func (getMerger) Begin(c *backend.Call) {
+	c.Kind = kindRetrieval
+	c.Req = append(c.Req, "get"...)
+}
+
+func (getMerger) Add(c *backend.Call, key []byte) {
+	c.Req = append(append(c.Req, ' '), key...)
+}
+
+func (getMerger) End(c *backend.Call) { c.Req = append(c.Req, crlf...) }
+
+// Split finds each key's VALUE block: memcached answers the keys of a
+// multi-get in their order and leaves the misses out.
+func (getMerger) Split(c *backend.Call) {
+	line := c.Req[len("get ") : len(c.Req)-2]
+	off := 0
+	for len(line) > 0 {
+		key := line
+		if i := bytes.IndexByte(line, ' '); i >= 0 {
+			key, line = line[:i], line[i+1:]
+		} else {
+			line = nil
+		}
+		blk, k, ok := nextValue(c.Reply[off:])
+		if ok && bytes.Equal(k, key) {
+			c.Parts = append(c.Parts, off, off+blk)
+			off += blk
+		} else {
+			c.Parts = append(c.Parts, -1, -1)
 		}
 	}
 }

@@ -1,0 +1,87 @@
+package backend
+
+import (
+	"sync"
+	"time"
+
+	"github.com/podkit/podkit/internal/cacheproxy/config"
+)
+
+// A Merger makes one request out of single-key requests of one kind bound
+// for the same server connection at about the same time: memcached gets
+// become one multi-get, which costs the server far less than as many gets.
+// A merged call collects keys until something else is queued on its
+// connection or the connection is flushed, so the order of requests on a
+// connection is the order they were sent in.
+type Merger interface {
+	Begin(c *Call)           // start c.Req
+	Add(c *Call, key []byte) // append one key to c.Req
+	End(c *Call)             // finish c.Req
+	// Split runs once the reply is in, before any part of it is used: it
+	// fills c.Parts with where each key's answer lies in c.Reply.
+	Split(c *Call)
+}
+
+// maxMerge bounds the keys of one merged call.
+const maxMerge = 256
+
+// waiter is a request a merged call answers.
+type waiter struct {
+	slot *slot
+	wg   *sync.WaitGroup
+}
+
+// Join queues key for the server as part i of a call merged by m with the
+// other requests for the same connection; the request's answer is part i
+// of the call's reply, once m has split it. The caller releases the call
+// as it would its own.
+func (s *Server) Join(key []byte, hash uint32, b *Batch, m Merger) (c *Call, i int) {
+	w := waiter{slot: b.slot}
+	if w.slot != nil {
+		w.slot.left.Add(1)
+	} else {
+		w.wg = &b.wg
+		b.wg.Add(1)
+	}
+	if s.down.Load() && s.opts.policy == config.Mcrouter {
+		c = NewCall()
+		c.waiters = append(c.waiters, w)
+		c.Server, c.hash, c.start = s, hash, time.Now()
+		s.m.inflight.Inc()
+		s.complete(c, ErrDown)
+		return c, 0
+	}
+	cn := s.conns[int(hash%uint32(len(s.conns)))]
+	cn.mu.Lock()
+	c = cn.open
+	if c == nil {
+		c = NewCall()
+		c.Server, c.hash, c.start, c.merger = s, hash, time.Now(), m
+		m.Begin(c)
+		cn.open = c
+	} else {
+		c.refs.Add(1)
+	}
+	i = c.nparts
+	c.nparts++
+	m.Add(c, key)
+	c.waiters = append(c.waiters, w)
+	if c.nparts >= maxMerge {
+		cn.seal()
+	}
+	cn.mu.Unlock()
+	b.mark(cn)
+	return c, i
+}
+
+// seal queues the merged call being built, if any; cn.mu held.
+func (cn *conn) seal() bool {
+	c := cn.open
+	if c == nil {
+		return false
+	}
+	cn.open = nil
+	c.merger.End(c)
+	cn.srv.m.inflight.Inc()
+	return cn.addLocked(c)
+}
