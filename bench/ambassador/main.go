@@ -34,10 +34,11 @@ func run() int {
 	bin := flag.String("bin", "./bin", "directory holding the ambassador binary")
 	reps := flag.Int("reps", 3, "repetitions of each measurement (the median is shown)")
 	scale := flag.Float64("scale", 1, "multiplies the request counts (0.2 for a quick look)")
+	only := flag.String("only", "", "measure only the loads whose name contains this text (e.g. \"P=16\" or \"MGET\")")
 	flag.Parse()
 	ctx, cancel := context.WithTimeout(context.Background(), 170*time.Second)
 	defer cancel()
-	b := &bench{ctx: ctx, scale: *scale}
+	b := &bench{ctx: ctx, scale: *scale, only: *only}
 	defer b.stopAll()
 	if err := b.setup(*bin); err != nil {
 		fmt.Fprintf(os.Stderr, "ambassador-bench: %v\n", err)
@@ -55,6 +56,7 @@ func run() int {
 type bench struct {
 	ctx       context.Context
 	scale     float64
+	only      string
 	dir       string
 	procs     []*exec.Cmd
 	redis     []string
@@ -280,6 +282,9 @@ func (b *bench) measure(reps int) []*row {
 	}
 	var rows []*row
 	for _, j := range jobs {
+		if !strings.Contains(j.name, b.only) {
+			continue
+		}
 		r := &row{name: j.name, metric: j.metric, target: j.target, results: map[string][]result{}}
 		rows = append(rows, r)
 		for rep := range reps {

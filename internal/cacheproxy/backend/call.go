@@ -33,6 +33,7 @@ type Call struct {
 	merger  Merger
 	waiters []waiter
 	nparts  int
+	groups  int // waiters with a wait group
 	refs    atomic.Int32
 }
 
@@ -59,7 +60,7 @@ func (c *Call) Release() {
 	c.Req, c.Reply = c.Req[:0], c.Reply[:0]
 	c.Err, c.Server, c.Kind, c.hash, c.group, c.slot = nil, nil, 0, 0, nil, nil
 	clear(c.waiters)
-	c.waiters, c.Parts, c.merger, c.nparts = c.waiters[:0], c.Parts[:0], nil, 0
+	c.waiters, c.Parts, c.merger, c.nparts, c.groups = c.waiters[:0], c.Parts[:0], nil, 0, 0
 	callPool.Put(c)
 }
 
@@ -72,10 +73,13 @@ func (c *Call) Wait() {
 		return
 	}
 	if len(c.waiters) > 0 {
-		// Merged: the requests it answers were each sent in a batch.
-		for _, w := range c.waiters {
-			if w.wg != nil {
-				w.wg.Wait()
+		// Merged: the requests it answers were each sent in a batch; under
+		// ServeClient, in none that needs waiting for.
+		if c.groups > 0 {
+			for _, w := range c.waiters {
+				if w.wg != nil {
+					w.wg.Wait()
+				}
 			}
 		}
 		return

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 	"unsafe"
 )
 
@@ -193,6 +194,7 @@ func (l *loop) run() {
 			panic(fmt.Sprintf("ambassador event loop: epoll_wait: %v", err))
 		}
 		batch = batch[:0]
+		l.batch.now = time.Now()
 		l.mu.Lock()
 		for _, ev := range events[:n] {
 			if ev.Fd == wakeID {

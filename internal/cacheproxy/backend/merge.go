@@ -2,7 +2,6 @@ package backend
 
 import (
 	"sync"
-	"time"
 
 	"github.com/podkit/podkit/internal/cacheproxy/config"
 )
@@ -16,7 +15,7 @@ import (
 type Merger interface {
 	Begin(c *Call)           // start c.Req
 	Add(c *Call, key []byte) // append one key to c.Req
-	End(c *Call)             // finish c.Req
+	End(c *Call, keys int)   // finish c.Req, which has this many keys
 	// Split runs once the reply is in, before any part of it is used: it
 	// fills c.Parts with where each key's answer lies in c.Reply.
 	Split(c *Call)
@@ -46,7 +45,10 @@ func (s *Server) Join(key []byte, hash uint32, b *Batch, m Merger) (c *Call, i i
 	if s.down.Load() && s.opts.policy == config.Mcrouter {
 		c = NewCall()
 		c.waiters = append(c.waiters, w)
-		c.Server, c.hash, c.start = s, hash, time.Now()
+		if w.wg != nil {
+			c.groups++
+		}
+		c.Server, c.hash, c.start = s, hash, b.time()
 		s.m.inflight.Inc()
 		s.complete(c, ErrDown)
 		return c, 0
@@ -56,7 +58,7 @@ func (s *Server) Join(key []byte, hash uint32, b *Batch, m Merger) (c *Call, i i
 	c = cn.open
 	if c == nil {
 		c = NewCall()
-		c.Server, c.hash, c.start, c.merger = s, hash, time.Now(), m
+		c.Server, c.hash, c.start, c.merger = s, hash, b.time(), m
 		m.Begin(c)
 		cn.open = c
 	} else {
@@ -66,6 +68,9 @@ func (s *Server) Join(key []byte, hash uint32, b *Batch, m Merger) (c *Call, i i
 	c.nparts++
 	m.Add(c, key)
 	c.waiters = append(c.waiters, w)
+	if w.wg != nil {
+		c.groups++
+	}
 	if c.nparts >= maxMerge {
 		cn.seal()
 	}
@@ -81,7 +86,7 @@ func (cn *conn) seal() bool {
 		return false
 	}
 	cn.open = nil
-	c.merger.End(c)
+	c.merger.End(c, c.nparts)
 	cn.srv.m.inflight.Inc()
 	return cn.addLocked(c)
 }

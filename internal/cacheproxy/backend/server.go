@@ -121,7 +121,7 @@ func (s *Server) Do(c *Call, hash uint32, b *Batch) {
 	}
 	c.Server = s
 	c.hash = hash
-	c.start = time.Now()
+	c.start = b.time()
 	s.m.inflight.Inc()
 	if s.down.Load() && s.opts.policy == config.Mcrouter {
 		s.complete(c, ErrDown)
@@ -139,7 +139,17 @@ func (s *Server) Do(c *Call, hash uint32, b *Batch) {
 type Batch struct {
 	conns []*conn
 	wg    sync.WaitGroup
-	slot  *slot // the request being read, under ServeClient
+	slot  *slot     // the request being read, under ServeClient
+	now   time.Time // when a loop read the batch's requests; zero: ask the clock
+}
+
+// time is when the batch's requests were read: one clock reading per
+// loop round, not one per request.
+func (b *Batch) time() time.Time {
+	if b.now.IsZero() {
+		return time.Now()
+	}
+	return b.now
 }
 
 // Wait blocks until every call of the batch is done.

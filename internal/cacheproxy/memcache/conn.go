@@ -559,7 +559,7 @@ func (getMerger) Add(c *backend.Call, key []byte) {
 	c.Req = append(append(c.Req, ' '), key...)
 }
 
-func (getMerger) End(c *backend.Call) { c.Req = append(c.Req, crlf...) }
+func (getMerger) End(c *backend.Call, _ int) { c.Req = append(c.Req, crlf...) }
 
 // Split finds each key's VALUE block: memcached answers the keys of a
 // multi-get in their order and leaves the misses out.

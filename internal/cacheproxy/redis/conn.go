@@ -93,7 +93,11 @@ type reply struct {
 	local []byte
 	calls []*backend.Call
 	class int
-	owner []int // multiGet: index in calls of each key's call
+	owner []int // index in calls of each key's call
+	// joined: an MGET whose key k is part parts[k] of the merged call
+	// calls[k] (see mgetMerger)
+	joined bool
+	parts  []int
 }
 
 var replyPool = sync.Pool{New: func() any { return new(reply) }}
@@ -106,8 +110,9 @@ func (r *reply) release() {
 	}
 	clear(r.calls)
 	r.calls, r.local, r.owner, r.class = r.calls[:0], r.local[:0], r.owner[:0], 0
-	if cap(r.owner) > 1<<14 {
-		r.owner = nil
+	r.joined, r.parts = false, r.parts[:0]
+	if cap(r.owner) > 1<<14 || cap(r.parts) > 1<<14 {
+		r.owner, r.parts = nil, nil
 	}
 	replyPool.Put(r)
 }
@@ -147,7 +152,7 @@ func (r *reply) WriteReply(w *bufio.Writer) {
 			return
 		}
 	}
-	if len(r.calls) == 1 {
+	if len(r.calls) == 1 && !r.joined {
 		w.Write(r.calls[0].Reply)
 		return
 	}
@@ -157,9 +162,11 @@ func (r *reply) WriteReply(w *bufio.Writer) {
 			return
 		}
 	}
+	if r.joined {
+		r.writeParts(w)
+		return
+	}
 	switch r.class {
-	case multiGet:
-		r.mergeArrays(w)
 	case multiSum:
 		var sum int64
 		for _, c := range r.calls {
@@ -179,34 +186,21 @@ func (r *reply) WriteReply(w *bufio.Writer) {
 	}
 }
 
-func (r *reply) mergeArrays(w *bufio.Writer) {
-	var curBuf [16]int
-	cur := curBuf[:0]
-	if len(r.calls) > len(curBuf) {
-		cur = make([]int, len(r.calls))
-	} else {
-		cur = cur[:len(r.calls)]
-	}
-	for i, c := range r.calls {
-		eol := bytes.IndexByte(c.Reply, '\n')
-		if c.Reply[0] != '*' || eol < 0 {
+// writeParts writes an MGET's values from the merged calls that held its
+// keys.
+func (r *reply) writeParts(w *bufio.Writer) {
+	for k, c := range r.calls {
+		if p := r.parts[k]; 2*p+1 >= len(c.Parts) || c.Parts[2*p] < 0 {
 			writeErr(w, errors.New("unexpected reply from server"))
 			return
 		}
-		cur[i] = eol + 1
 	}
 	w.WriteByte('*')
-	w.Write(strconv.AppendInt(w.AvailableBuffer(), int64(len(r.owner)), 10))
+	w.Write(strconv.AppendInt(w.AvailableBuffer(), int64(len(r.calls)), 10))
 	w.WriteString("\r\n")
-	for _, ci := range r.owner {
-		b := r.calls[ci].Reply[cur[ci]:]
-		n, ok := valueLen(b)
-		if !ok {
-			w.WriteString("$-1\r\n")
-			continue
-		}
-		w.Write(b[:n])
-		cur[ci] += n
+	for k, c := range r.calls {
+		p := r.parts[k]
+		w.Write(c.Reply[c.Parts[2*p]:c.Parts[2*p+1]])
 	}
 }
 
@@ -450,6 +444,9 @@ func (s *state) multi(name []byte, class int) *reply {
 	if len(s.args) < 2 || (len(s.args)-1)%step != 0 {
 		return wrongArgs(name)
 	}
+	if class == multiGet {
+		return s.mget()
+	}
 	var srvBuf [16]*backend.Server
 	var hashBuf [16]uint32
 	var cntBuf [16]int
@@ -512,5 +509,65 @@ func lower(b []byte) {
 		if 'A' <= c && c <= 'Z' {
 			b[i] = c + 'a' - 'A'
 		}
+	}
+}
+
+// mget sends each key of an MGET as part of a merged MGET to its server:
+// the MGETs of every client a loop reads at once cost each server one
+// command, not one each.
+func (s *state) mget() *reply {
+	r := newReply()
+	r.class, r.joined = multiGet, true
+	for _, key := range s.args[1:] {
+		srv, h := s.h.Pool.Route(key)
+		if srv == nil {
+			r.release()
+			return errReply(backend.ErrNoServer.Error())
+		}
+		c, i := srv.Join(key, h, s.batch, mgetMerger{})
+		r.calls = append(r.calls, c)
+		r.parts = append(r.parts, i)
+	}
+	return r
+}
+
+// mgetMerger merges MGET keys for one server into one MGET.
+type mgetMerger struct{}
+
+func (mgetMerger) Begin(*backend.Call) {}
+
+func (mgetMerger) Add(c *backend.Call, key []byte) { c.Req = appendBulk(c.Req, key) }
+
+// End puts the command's header in front of its keys.
+func (mgetMerger) End(c *backend.Call, keys int) {
+	var buf [32]byte
+	hdr := append(buf[:0], '*')
+	hdr = strconv.AppendInt(hdr, int64(keys+1), 10)
+	hdr = append(hdr, "\r\n$4\r\nMGET\r\n"...)
+	n := len(c.Req)
+	c.Req = append(c.Req, hdr...)
+	copy(c.Req[len(hdr):], c.Req[:n])
+	copy(c.Req, hdr)
+}
+
+// Split finds each key's value in the array the server answered.
+func (mgetMerger) Split(c *backend.Call) {
+	b := c.Reply
+	eol := bytes.IndexByte(b, '\n')
+	if len(b) == 0 || b[0] != '*' || eol < 0 {
+		return // an error reply: written as it is
+	}
+	n, err := strconv.Atoi(string(b[1 : eol-1]))
+	if err != nil {
+		return
+	}
+	off := eol + 1
+	for range n {
+		l, ok := valueLen(b[off:])
+		if !ok {
+			return
+		}
+		c.Parts = append(c.Parts, off, off+l)
+		off += l
 	}
 }
