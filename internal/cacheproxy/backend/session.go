@@ -116,7 +116,7 @@ func (cl *client) readable(read bool) {
 	cl.mu.Lock()
 	cl.holding = true
 	cl.mu.Unlock()
-	end := false
+	end, full := false, false
 	for !end {
 		if cl.skip > 0 {
 			k := min(cl.skip, len(cl.in)-cl.off)
@@ -172,6 +172,7 @@ func (cl *client) readable(read bool) {
 		}
 		end = err != nil || quit
 		if !end && over {
+			full = true
 			break
 		}
 	}
@@ -184,15 +185,21 @@ func (cl *client) readable(read bool) {
 	if !end && cl.err != nil {
 		end = true
 	}
-	if !end && cl.eof && !cl.over() {
+	if !end && cl.eof && !full && !cl.over() {
 		// Every whole request is read: what is left never will be one.
 		end = true
 	}
-	if !end && cl.over() {
+	switch {
+	case end:
+	case cl.over():
 		if !cl.paused {
 			cl.paused = true
 			l.watch(cl, false)
 		}
+	case full:
+		// Replies went out since the limit stopped the reading: the
+		// requests still held are read in the loop's next round.
+		l.schedule(cl)
 	}
 	cl.mu.Unlock()
 	if end {
