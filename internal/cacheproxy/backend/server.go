@@ -303,6 +303,9 @@ type conn struct {
 	sess *session
 	open *Call // a merged call still taking keys (see Merger)
 	shut bool
+	// A dial in progress and the calls waiting for it.
+	dialing bool
+	waiting []*Call
 	// The last failed dial: for a short while calls fail with its error at
 	// once instead of queueing behind one dial timeout after another (an
 	// unreachable host drops SYNs; each dial would wait the full timeout).
@@ -367,24 +370,64 @@ func (c *conn) addLocked(call *Call) bool {
 			c.srv.failure()
 			return false
 		}
-		var err error
-		s, err = c.connect()
-		if err != nil {
-			c.dialErr, c.dialFailAt = err, time.Now()
-			c.srv.complete(call, err)
-			c.srv.failure()
-			return false
+		// Dial in the background: an event loop must not wait for a
+		// server that drops SYNs. Calls wait for the dial.
+		c.waiting = append(c.waiting, call)
+		if !c.dialing {
+			c.dialing = true
+			c.srv.wg.Add(1)
+			go func() {
+				defer c.srv.wg.Done()
+				c.dial()
+			}()
 		}
-		c.dialErr = nil
-		c.sess = s
+		return false
 	}
+	s.queue(call, c.srv.opts.timeout)
+	return true
+}
+
+// queue appends call to the session's queue and bytes; conn.mu held.
+func (s *session) queue(call *Call, timeout time.Duration) {
 	s.buf = append(s.buf, call.Req...)
 	s.q = append(s.q, call)
 	if !s.timing {
 		s.timing = true
-		s.timer.Reset(c.srv.opts.timeout)
+		s.timer.Reset(timeout)
 	}
-	return true
+}
+
+// dial connects for the calls waiting and sends them, or fails them with
+// the dial's error, which it returns; c.dialing is set.
+func (c *conn) dial() error {
+	s, err := c.connect()
+	c.mu.Lock()
+	c.dialing = false
+	waiting := c.waiting
+	c.waiting = nil
+	if err == nil && c.shut {
+		s.retire()
+		err = ErrClosed
+	}
+	if err != nil {
+		if err != ErrClosed {
+			c.dialErr, c.dialFailAt = err, time.Now()
+			c.srv.failure()
+		}
+		c.mu.Unlock()
+		for _, call := range waiting {
+			c.srv.complete(call, err)
+		}
+		return err
+	}
+	c.dialErr = nil
+	c.sess = s
+	for _, call := range waiting {
+		s.queue(call, c.srv.opts.timeout)
+	}
+	c.mu.Unlock()
+	c.flush()
+	return nil
 }
 
 // flush writes what is queued, unless a write is in progress: that writer
@@ -484,17 +527,15 @@ func (s *session) tryWrite(b []byte) (int, error) {
 // preconnect dials at start, for pools with preconnect: true.
 func (c *conn) preconnect() {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.sess != nil || c.shut {
+	if c.sess != nil || c.shut || c.dialing {
+		c.mu.Unlock()
 		return
 	}
-	s, err := c.connect()
-	if err != nil {
+	c.dialing = true
+	c.mu.Unlock()
+	if err := c.dial(); err != nil && err != ErrClosed {
 		c.srv.pool.log.Warn("preconnect", "server", c.srv.Name, "err", err)
-		c.srv.failure()
-		return
 	}
-	c.sess = s
 }
 
 // close stops taking calls and waits until those in flight are answered.
@@ -514,8 +555,7 @@ func (c *conn) close() {
 }
 
 // connect dials, runs the handshake and hands the connection's replies to
-// an event loop; c.mu held, so senders to this connection wait for it, as
-// their requests could go nowhere else.
+// an event loop.
 func (c *conn) connect() (*session, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), c.srv.opts.timeout)
 	defer cancel()
