@@ -448,10 +448,22 @@ timeout: 2000`))
 		_ = clients[i].c.SetDeadline(time.Now().Add(20 * time.Second))
 	}
 	var wg sync.WaitGroup
+	var stopOnce sync.Once
+	var cut atomic.Bool
+	end := func() { stopOnce.Do(func() { close(stop) }) }
+	// Before the connections close, should the test end early.
+	t.Cleanup(func() {
+		cut.Store(true)
+		end()
+		for _, c := range clients {
+			_ = c.c.SetDeadline(time.Now())
+		}
+		wg.Wait()
+	})
 	for ci := range nclients {
 		wg.Go(func() {
 			rng := rand.New(rand.NewPCG(uint64(ci), 4))
-			for round := 0; round < 200; round++ {
+			for round := 0; round < 5000; round++ {
 				select {
 				case <-stop:
 					return
@@ -471,7 +483,9 @@ timeout: 2000`))
 					}
 				}
 				if err := pipeline(clients[ci], reqs); err != nil {
-					t.Errorf("client %d round %d (after the kill: %v): %v", ci, round, post, err)
+					if !cut.Load() { // else cut short by the cleanup
+						t.Errorf("client %d round %d (after the kill: %v): %v", ci, round, post, err)
+					}
 					return
 				}
 				if post {
@@ -496,7 +510,7 @@ timeout: 2000`))
 	vs.Kill()
 	killed.Store(true)
 	waitAll("pipelines after the kill", 2, &after)
-	close(stop)
+	end()
 	wg.Wait()
 	if t.Failed() {
 		return
