@@ -5,20 +5,27 @@ import (
 	"os"
 	"runtime"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
 )
 
-// A loop reads the requests of many client connections: an epoll instance
-// of its own reports which clients have bytes to read, and the loop's
-// goroutine reads, frames and sends the requests of all of them before it
-// flushes the server connections once. The epoll descriptor itself waits in
-// the Go runtime's poller, so a batch of ready clients costs one goroutine
-// wake-up instead of one per client, and requests from many clients share
-// each write to a server, as on nutcracker's event loop. There is one loop
-// per GOMAXPROCS, so the ambassador uses every core it is given.
+// The loop reads the requests of every client connection and the replies
+// of every server connection: an epoll instance of its own reports which
+// sockets have bytes to read, and the loop's goroutine reads, frames and
+// sends the requests of all of them before it writes to the servers once.
+// The epoll descriptor itself waits in the Go runtime's poller, so a round
+// of ready sockets costs one goroutine wake-up instead of one per socket,
+// and requests from many clients share each write to a server, as on
+// nutcracker's event loop.
+//
+// A round with many ready sockets is shared with helper goroutines, one
+// per further core GOMAXPROCS gives: under load the ambassador uses every
+// core, and when one core keeps up, it alone does the work. (One loop per
+// core would split the clients in fixed shares: each loop's rounds would
+// be smaller, each would wait and wake more often, and each would write to
+// every server, which costs more per request on a box whose cores the
+// clients and servers share too.)
 type loop struct {
 	epfd int
 	ep   *os.File
@@ -31,14 +38,35 @@ type loop struct {
 	ready []member // to process without a socket event (resumed with input held)
 	woken bool
 
-	batch Batch
+	batch   Batch
+	helpers []*helper
 }
+
+// helper handles a share of a round's ready sockets.
+type helper struct {
+	batch Batch
+	work  chan []member
+	done  chan struct{}
+}
+
+func (h *helper) run() {
+	for share := range h.work {
+		for _, m := range share {
+			m.readable(true, &h.batch)
+		}
+		h.done <- struct{}{}
+	}
+}
+
+// minShare is the fewest ready sockets worth handing to a helper: fewer
+// cost less to handle than the helper's wake-up.
+const minShare = 16
 
 // A member is a socket a loop reads: a client's, or a server connection's.
 type member interface {
 	// readable handles what the socket has; read is false when the loop
 	// was asked to look at what the member already holds.
-	readable(read bool)
+	readable(read bool, b *Batch)
 	// watched is where the loop keeps the member's registration.
 	watched() *watch
 }
@@ -57,29 +85,26 @@ func (w *watch) watched() *watch { return w }
 const wakeID = -1
 
 var (
-	loopsOnce sync.Once
-	loops     []*loop
-	loopsErr  error
-	nextLoop  atomic.Uint32
+	loopOnce sync.Once
+	theLoop  *loop
+	loopErr  error
 )
 
-// pickLoop returns the loop for a new client, round robin.
+// pickLoop returns the loop, started on first use.
 func pickLoop() (*loop, error) {
-	loopsOnce.Do(func() {
-		for range runtime.GOMAXPROCS(0) {
-			l, err := newLoop()
-			if err != nil {
-				loopsErr = err
-				return
-			}
-			loops = append(loops, l)
-			go l.run()
+	loopOnce.Do(func() {
+		theLoop, loopErr = newLoop()
+		if loopErr != nil {
+			return
 		}
+		for range runtime.GOMAXPROCS(0) - 1 {
+			h := &helper{work: make(chan []member), done: make(chan struct{})}
+			theLoop.helpers = append(theLoop.helpers, h)
+			go h.run()
+		}
+		go theLoop.run()
 	})
-	if loopsErr != nil {
-		return nil, loopsErr
-	}
-	return loops[int(nextLoop.Add(1)%uint32(len(loops)))], nil
+	return theLoop, loopErr
 }
 
 func newLoop() (*loop, error) {
@@ -188,13 +213,26 @@ func (l *loop) run() {
 	}
 	var batch, ready []member
 	var drainBuf [64]byte
+	rounds := 0
 	for {
-		n = 0
-		if err := l.rc.Read(poll); err != nil || n < 0 {
-			panic(fmt.Sprintf("ambassador event loop: epoll_wait: %v", err))
+		if rounds == 0 || rounds == maxRounds {
+			// The requests read so far go to their servers before the loop
+			// waits, or after a few rounds without a pause.
+			l.batch.Flush()
+			for _, h := range l.helpers {
+				h.batch.Flush()
+			}
+			rounds = 0
+			n = 0
+			if err := l.rc.Read(poll); err != nil || n < 0 {
+				panic(fmt.Sprintf("ambassador event loop: epoll_wait: %v", err))
+			}
 		}
 		batch = batch[:0]
 		l.batch.now = time.Now()
+		for _, h := range l.helpers {
+			h.batch.now = l.batch.now
+		}
 		l.mu.Lock()
 		for _, ev := range events[:n] {
 			if ev.Fd == wakeID {
@@ -214,20 +252,64 @@ func (l *loop) run() {
 			}
 		}
 		l.mu.Unlock()
+		live := batch[:0]
 		for _, m := range batch {
 			if !m.watched().gone {
-				m.readable(true)
+				live = append(live, m)
 			}
 		}
+		l.handle(live)
 		for i, m := range ready {
 			if !m.watched().gone {
-				m.readable(false)
+				m.readable(false, &l.batch)
 			}
 			ready[i] = nil
 		}
 		ready = ready[:0]
 		clear(batch)
-		l.batch.Flush()
+		// What became ready meanwhile joins this round's writes to the
+		// servers: more requests per write, and not a moment's wait.
+		rounds++
+		if n = l.pollNow(events); n <= 0 {
+			rounds = 0
+		}
+	}
+}
+
+// handle has the ready members read, sharing a large round with the
+// helpers: each member is handled by one goroutine, and the round ends
+// when all are done.
+func (l *loop) handle(ms []member) {
+	shares := min(len(l.helpers)+1, len(ms)/minShare)
+	if shares < 2 {
+		for _, m := range ms {
+			m.readable(true, &l.batch)
+		}
+		return
+	}
+	per := (len(ms) + shares - 1) / shares
+	for i := 1; i < shares; i++ {
+		l.helpers[i-1].work <- ms[i*per : min((i+1)*per, len(ms))]
+	}
+	for _, m := range ms[:per] {
+		m.readable(true, &l.batch)
+	}
+	for i := 1; i < shares; i++ {
+		<-l.helpers[i-1].done
+	}
+}
+
+// maxRounds bounds the rounds of events a loop handles before it writes
+// to the servers.
+const maxRounds = 4
+
+// pollNow returns the events ready now, without waiting.
+func (l *loop) pollNow(events []syscall.EpollEvent) int {
+	for {
+		n, err := epollPoll(l.epfd, events)
+		if err != syscall.EINTR {
+			return n
+		}
 	}
 }
 

@@ -629,7 +629,7 @@ const serverReadSize = 64 << 10
 // readable reads the server's replies and completes their calls; the
 // loop's goroutine only. A reply that has not all arrived is read again,
 // from its start, once more bytes have.
-func (s *session) readable(read bool) {
+func (s *session) readable(read bool, _ *Batch) {
 	c := s.c
 	srv := c.srv
 	eof := false

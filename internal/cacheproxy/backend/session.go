@@ -105,7 +105,7 @@ const readSize = 16 << 10
 // readable reads what the client sent and handles its whole requests; the
 // loop's goroutine only. read is false for a client resumed with input
 // still held.
-func (cl *client) readable(read bool) {
+func (cl *client) readable(read bool, b *Batch) {
 	if read && !cl.eof {
 		if cap(cl.in)-len(cl.in) < readSize || cl.need > cap(cl.in)-cl.off {
 			cl.in, cl.off = makeRoom(cl.in, cl.off, readSize, cl.need), 0
@@ -144,9 +144,9 @@ func (cl *client) readable(read bool) {
 		s := slotPool.Get().(*slot)
 		s.cl = cl
 		s.left.Store(1) // held until the request is queued
-		l.batch.slot = s
-		p, quit, err := cl.proto.Next(&l.batch)
-		l.batch.slot = nil
+		b.slot = s
+		p, quit, err := cl.proto.Next(b)
+		b.slot = nil
 		if left := len(cl.src.b) + cl.br.Buffered(); left != 0 && err == nil {
 			// Read less than was framed: frame the rest anew.
 			n -= left
