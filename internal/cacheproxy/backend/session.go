@@ -36,7 +36,14 @@ type FrameFunc func(b []byte) (n, need, skip int, err error)
 type Protocol struct {
 	Frame FrameFunc
 	Next  NextFunc
+	// Refuse is the reply to a request Frame rejects; nil for none.
+	Refuse func(err error) []byte
 }
+
+// rawReply is a reply made before any call.
+type rawReply []byte
+
+func (r rawReply) WriteReply(w *bufio.Writer) { w.Write(r) }
 
 // clientWriteTimeout drops a client that stops reading its replies; reads
 // have no deadline, as an idle client may keep its connection.
@@ -132,6 +139,14 @@ func (cl *client) readable(read bool, b *Batch) {
 		}
 		n, need, skip, err := cl.proto.Frame(rest)
 		if err != nil {
+			// Answered with the protocol's error reply, then closed: what
+			// follows cannot be told apart from the request's rest.
+			if cl.proto.Refuse != nil {
+				s := slotPool.Get().(*slot)
+				s.cl = cl
+				s.left.Store(1)
+				cl.enqueue(s, rawReply(cl.proto.Refuse(err)), 0)
+			}
 			end = true
 			break
 		}

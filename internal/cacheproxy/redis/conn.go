@@ -211,7 +211,11 @@ func (h *Handler) ServeConn(nc net.Conn, done <-chan struct{}) {
 	backend.ServeClient(nc, limits, done, func(br *bufio.Reader) backend.Protocol {
 		s := &state{h: h, br: br, authed: h.password() == ""}
 		f := &framer{maxValue: h.MaxValue}
-		return backend.Protocol{Frame: f.frame, Next: func(b *backend.Batch) (backend.Pending, bool, error) {
+		refuse := func(err error) []byte {
+			h.Stats.ClientError("malformed")
+			return []byte("-ERR " + err.Error() + " (the ambassador takes at most " + strconv.Itoa(maxRequest(h.MaxValue)) + " bytes in one request)\r\n")
+		}
+		return backend.Protocol{Frame: f.frame, Refuse: refuse, Next: func(b *backend.Batch) (backend.Pending, bool, error) {
 			s.batch = b
 			r, quit, err := s.next()
 			if r == nil {
