@@ -313,29 +313,44 @@ func (l *loop) pollNow(events []syscall.EpollEvent) int {
 	}
 }
 
-// readInto reads once from rc into the free space of b, without waiting:
-// it returns b grown by what was read, and whether the socket is at its
-// end (EOF, an error, or shut down).
-func readInto(rc syscall.RawConn, b []byte) ([]byte, bool) {
-	var n int
-	var err error
-	cerr := rc.Read(func(fd uintptr) bool {
-		for {
-			n, err = nbRead(int(fd), b[len(b):cap(b)])
-			if err != syscall.EINTR {
-				return true
-			}
+// readFD reads once into the free space of b, without waiting, from a
+// descriptor the caller knows to be open: it returns b grown by what was
+// read, and whether the socket is at its end (EOF, an error, or shut down).
+func readFD(fd int, b []byte) ([]byte, bool) {
+	for {
+		n, err := nbRead(fd, b[len(b):cap(b)])
+		switch {
+		case n > 0:
+			return b[:len(b)+n], false
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+			return b, false
 		}
-	})
-	switch {
-	case cerr != nil:
 		return b, true
-	case n > 0:
-		return b[:len(b)+n], false
-	case err == syscall.EAGAIN:
-		return b, false
 	}
-	return b, true
+}
+
+// writeFD writes b as far as the socket takes it without waiting, to a
+// descriptor the caller knows to be open.
+func writeFD(fd int, b []byte) (int, error) {
+	n := 0
+	for n < len(b) {
+		k, err := nbWrite(fd, b[n:])
+		if k > 0 {
+			n += k
+		}
+		switch {
+		case err == syscall.EINTR:
+		case err == syscall.EAGAIN:
+			return n, nil
+		case err != nil:
+			return n, err
+		case k <= 0:
+			return n, nil
+		}
+	}
+	return n, nil
 }
 
 // makeRoom compacts b[off:] to the front of b and grows it so that at

@@ -321,6 +321,7 @@ type session struct {
 	watch
 	c  *conn
 	nc net.Conn
+	fd int
 
 	// Guarded by conn.mu.
 	q        []*Call // calls written (or about to be), in order; q[head] is the oldest
@@ -579,6 +580,9 @@ func (c *conn) connect() (*session, error) {
 		nc.Close()
 		return nil, dialError{fmt.Errorf("connection has no socket: %v", err)}
 	}
+	// Only the loop reads the descriptor itself, and only the loop closes
+	// it (see end); writes from elsewhere go through the runtime's guard.
+	_ = s.rc.Control(func(fd uintptr) { s.fd = int(fd) })
 	// Bytes the handshake read past its replies belong to no call: the
 	// loop reports them as a protocol error.
 	if n := br.Buffered(); n > 0 {
@@ -637,7 +641,7 @@ func (s *session) readable(read bool, _ *Batch) {
 		if cap(s.in)-len(s.in) < serverReadSize {
 			s.in = makeRoom(s.in, 0, serverReadSize, 0)
 		}
-		s.in, eof = readInto(s.rc, s.in)
+		s.in, eof = readFD(s.fd, s.in)
 	}
 	var now time.Time
 	var perr error

@@ -79,6 +79,10 @@ func ServeClient(nc net.Conn, limits ClientLimits, done <-chan struct{}, start f
 		return
 	}
 	cl.watch.rc = cl.rc
+	// The loop reads and the reply writers write the descriptor itself:
+	// it stays open until the loop has let go and every reply is written
+	// (see below), so nothing can close it under them.
+	_ = cl.rc.Control(func(fd uintptr) { cl.fd = int(fd) })
 	if err := l.add(cl); err != nil {
 		return
 	}
@@ -117,7 +121,7 @@ func (cl *client) readable(read bool, b *Batch) {
 		if cap(cl.in)-len(cl.in) < readSize || cl.need > cap(cl.in)-cl.off {
 			cl.in, cl.off = makeRoom(cl.in, cl.off, readSize, cl.need), 0
 		}
-		cl.in, cl.eof = readInto(cl.rc, cl.in)
+		cl.in, cl.eof = readFD(cl.fd, cl.in)
 	}
 	l := cl.loop
 	cl.mu.Lock()
@@ -269,9 +273,9 @@ const backlogLimit = 4 << 20
 // client is the reply side of one client connection: its requests in the
 // order they came and the writer their replies go out through.
 type client struct {
-	nc    net.Conn
-	rc    syscall.RawConn
-	rawFn func(fd uintptr) bool
+	nc net.Conn
+	rc syscall.RawConn
+	fd int
 
 	// The reading side, the loop's goroutine's own.
 	watch
@@ -298,9 +302,6 @@ type client struct {
 	spare   []byte
 	flusher bool  // a goroutine is writing backlog
 	err     error // the connection failed: replies are dropped
-	wb      []byte
-	wn      int
-	werr    error
 
 	wg sync.WaitGroup // the flusher
 }
@@ -324,7 +325,6 @@ func newClient(nc net.Conn) *client {
 			cl.rc = rc
 		}
 	}
-	cl.rawFn = cl.rawWrite
 	cl.bw = bufio.NewWriterSize(sockWriter{cl}, 64<<10)
 	return cl
 }
@@ -410,12 +410,7 @@ func (w sockWriter) Write(p []byte) (int, error) {
 		cl.backlog = append(cl.backlog, p...)
 		cl.startFlusher()
 	default:
-		cl.wb, cl.wn, cl.werr = p, 0, nil
-		if err := cl.rc.Write(cl.rawFn); err != nil && cl.werr == nil {
-			cl.werr = err
-		}
-		n, err := cl.wn, cl.werr
-		cl.wb, cl.werr = nil, nil
+		n, err := writeFD(cl.fd, p)
 		if err != nil {
 			cl.fail(err)
 			break
@@ -426,28 +421,6 @@ func (w sockWriter) Write(p []byte) (int, error) {
 		}
 	}
 	return len(p), nil
-}
-
-// rawWrite is one non-blocking attempt to write cl.wb; it never asks the
-// poller to wait.
-func (cl *client) rawWrite(fd uintptr) bool {
-	for cl.wn < len(cl.wb) {
-		n, err := nbWrite(int(fd), cl.wb[cl.wn:])
-		if n > 0 {
-			cl.wn += n
-		}
-		switch {
-		case err == syscall.EINTR:
-		case err == syscall.EAGAIN:
-			return true
-		case err != nil:
-			cl.werr = err
-			return true
-		case n <= 0:
-			return true
-		}
-	}
-	return true
 }
 
 // fail drops the connection after a write error; cl.mu held.
