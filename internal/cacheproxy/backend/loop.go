@@ -45,6 +45,7 @@ type loop struct {
 // helper handles a share of a round's ready sockets.
 type helper struct {
 	batch Batch
+	share []member // the members handed over, reused
 	work  chan []member
 	done  chan struct{}
 }
@@ -287,15 +288,23 @@ func (l *loop) handle(ms []member) {
 		}
 		return
 	}
-	per := (len(ms) + shares - 1) / shares
+	// Dealt out in turn, so that the few server connections, each with
+	// the replies for many clients, land in different shares.
 	for i := 1; i < shares; i++ {
-		l.helpers[i-1].work <- ms[i*per : min((i+1)*per, len(ms))]
+		h := l.helpers[i-1]
+		h.share = h.share[:0]
+		for j := i; j < len(ms); j += shares {
+			h.share = append(h.share, ms[j])
+		}
+		h.work <- h.share
 	}
-	for _, m := range ms[:per] {
-		m.readable(true, &l.batch)
+	for j := 0; j < len(ms); j += shares {
+		ms[j].readable(true, &l.batch)
 	}
 	for i := 1; i < shares; i++ {
-		<-l.helpers[i-1].done
+		h := l.helpers[i-1]
+		<-h.done
+		clear(h.share)
 	}
 }
 
