@@ -216,11 +216,12 @@ func (s *Server) failure() {
 	if !s.down.CompareAndSwap(false, true) {
 		return
 	}
+	// The ring first, then the metrics: whoever sees them has the new ring.
+	s.pool.rebuild()
 	s.m.ejections.Inc()
 	s.m.live.Set(0)
 	s.pool.log.Warn("server down", "pool", s.pool.name, "server", s.Name, "addr", s.Addr,
 		"policy", s.opts.policy.String(), "retry_in", s.opts.retry)
-	s.pool.rebuild()
 	s.startProbe()
 }
 
@@ -250,9 +251,9 @@ func (s *Server) startProbe() {
 			}
 			s.failures.Store(0)
 			s.down.Store(false)
+			s.pool.rebuild()
 			s.m.live.Set(1)
 			s.pool.log.Info("server back", "pool", s.pool.name, "server", s.Name)
-			s.pool.rebuild()
 			return
 		}
 	}()
