@@ -30,11 +30,11 @@ type waiter struct {
 	wg   *sync.WaitGroup
 }
 
-// Join queues key for the server as part i of a call merged by m with the
-// other requests for the same connection; the request's answer is part i
-// of the call's reply, once m has split it. The caller releases the call
-// as it would its own.
-func (s *Server) Join(key []byte, hash uint32, b *Batch, m Merger) (c *Call, i int) {
+// Join queues keys for the server as parts first, first+1, ... of a call
+// merged by m with the other requests for the same connection; the
+// answer to key j is part first+j of the call's reply, once m has split
+// it. The caller releases the call once, as it would its own.
+func (s *Server) Join(keys [][]byte, hash uint32, b *Batch, m Merger) (c *Call, first int) {
 	w := waiter{slot: b.slot}
 	if w.slot != nil {
 		w.slot.left.Add(1)
@@ -55,6 +55,9 @@ func (s *Server) Join(key []byte, hash uint32, b *Batch, m Merger) (c *Call, i i
 	}
 	cn := s.conns[int(hash%uint32(len(s.conns)))]
 	cn.mu.Lock()
+	if cn.open != nil && cn.open.nparts+len(keys) > maxMerge {
+		cn.seal() // the keys of one request stay in one call
+	}
 	c = cn.open
 	if c == nil {
 		c = NewCall()
@@ -64,9 +67,11 @@ func (s *Server) Join(key []byte, hash uint32, b *Batch, m Merger) (c *Call, i i
 	} else {
 		c.refs.Add(1)
 	}
-	i = c.nparts
-	c.nparts++
-	m.Add(c, key)
+	first = c.nparts
+	c.nparts += len(keys)
+	for _, k := range keys {
+		m.Add(c, k)
+	}
 	c.waiters = append(c.waiters, w)
 	if w.wg != nil {
 		c.groups++
@@ -76,7 +81,7 @@ func (s *Server) Join(key []byte, hash uint32, b *Batch, m Merger) (c *Call, i i
 	}
 	cn.mu.Unlock()
 	b.mark(cn)
-	return c, i
+	return c, first
 }
 
 // seal queues the merged call being built, if any; cn.mu held.

@@ -324,7 +324,7 @@ func (s *state) retrieval(first int) (*reply, bool, error) {
 			r.release()
 			return localReply("SERVER_ERROR " + backend.ErrNoServer.Error() + "\r\n"), false, nil
 		}
-		c, i := srv.Join(keys[0], h, s.batch, getMerger{})
+		c, i := srv.Join(keys[:1], h, s.batch, getMerger{})
 		r.calls = append(r.calls, c)
 		r.joined, r.part = true, i
 		return r, false, nil

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -95,7 +96,7 @@ type reply struct {
 	class int
 	owner []int // index in calls of each key's call
 	// joined: an MGET whose key k is part parts[k] of the merged call
-	// calls[k] (see mgetMerger)
+	// calls[owner[k]] (see mgetMerger)
 	joined bool
 	parts  []int
 }
@@ -189,17 +190,17 @@ func (r *reply) WriteReply(w *bufio.Writer) {
 // writeParts writes an MGET's values from the merged calls that held its
 // keys.
 func (r *reply) writeParts(w *bufio.Writer) {
-	for k, c := range r.calls {
-		if p := r.parts[k]; 2*p+1 >= len(c.Parts) || c.Parts[2*p] < 0 {
+	for k, p := range r.parts {
+		if c := r.calls[r.owner[k]]; 2*p+1 >= len(c.Parts) || c.Parts[2*p] < 0 {
 			writeErr(w, errors.New("unexpected reply from server"))
 			return
 		}
 	}
 	w.WriteByte('*')
-	w.Write(strconv.AppendInt(w.AvailableBuffer(), int64(len(r.calls)), 10))
+	w.Write(strconv.AppendInt(w.AvailableBuffer(), int64(len(r.parts)), 10))
 	w.WriteString("\r\n")
-	for k, c := range r.calls {
-		p := r.parts[k]
+	for k, p := range r.parts {
+		c := r.calls[r.owner[k]]
 		w.Write(c.Reply[c.Parts[2*p]:c.Parts[2*p+1]])
 	}
 }
@@ -228,6 +229,9 @@ func (h *Handler) ServeConn(nc net.Conn, done <-chan struct{}) {
 
 type state struct {
 	batch  *backend.Batch
+	srvs   []*backend.Server // mget: each key's server, reused
+	hashes []uint32
+	group  [][]byte
 	h      *Handler
 	br     *bufio.Reader
 	raw    []byte // the request as RESP
@@ -516,22 +520,53 @@ func lower(b []byte) {
 	}
 }
 
-// mget sends each key of an MGET as part of a merged MGET to its server:
-// the MGETs of every client a loop reads at once cost each server one
-// command, not one each.
+// mget sends the keys of an MGET for each server as part of that server's
+// merged MGET: the MGETs of every client a loop reads at once cost each
+// server one command, not one each.
 func (s *state) mget() *reply {
+	keys := s.args[1:]
 	r := newReply()
 	r.class, r.joined = multiGet, true
-	for _, key := range s.args[1:] {
+	srvs, hs := s.srvs[:0], s.hashes[:0]
+	for _, key := range keys {
 		srv, h := s.h.Pool.Route(key)
 		if srv == nil {
 			r.release()
 			return errReply(backend.ErrNoServer.Error())
 		}
-		c, i := srv.Join(key, h, s.batch, mgetMerger{})
-		r.calls = append(r.calls, c)
-		r.parts = append(r.parts, i)
+		srvs, hs = append(srvs, srv), append(hs, h)
 	}
+	// Every entry is set below: each key is in one server's group.
+	r.owner = slices.Grow(r.owner[:0], len(keys))[:len(keys)]
+	r.parts = slices.Grow(r.parts[:0], len(keys))[:len(keys)]
+	for k, srv := range srvs {
+		if srv == nil {
+			continue // sent with an earlier key of its server
+		}
+		group := append(s.group[:0], keys[k])
+		for j := k + 1; j < len(srvs); j++ {
+			if srvs[j] == srv {
+				group = append(group, keys[j])
+			}
+		}
+		c, first := srv.Join(group, hs[k], s.batch, mgetMerger{})
+		ci := len(r.calls)
+		r.calls = append(r.calls, c)
+		for j, n := k, 0; j < len(srvs); j++ {
+			if srvs[j] == srv {
+				r.owner[j], r.parts[j] = ci, first+n
+				n++
+				if j > k {
+					srvs[j] = nil
+				}
+			}
+		}
+		srvs[k] = nil
+		clear(group)
+		s.group = group[:0]
+	}
+	clear(srvs)
+	s.srvs, s.hashes = srvs[:0], hs[:0]
 	return r
 }
 
