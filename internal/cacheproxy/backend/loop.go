@@ -55,6 +55,9 @@ func (h *helper) run() {
 		for _, m := range share {
 			m.readable(true, &h.batch)
 		}
+		// A share is large: its requests go to the servers at once, in
+		// parallel with the loop's own.
+		h.batch.Flush()
 		h.done <- struct{}{}
 	}
 }
@@ -220,9 +223,6 @@ func (l *loop) run() {
 			// The requests read so far go to their servers before the loop
 			// waits, or after a few rounds without a pause.
 			l.batch.Flush()
-			for _, h := range l.helpers {
-				h.batch.Flush()
-			}
 			rounds = 0
 			n = 0
 			if err := l.rc.Read(poll); err != nil || n < 0 {
