@@ -53,6 +53,7 @@ type Ring struct {
 	hasTag   bool
 	nservers int
 	points   []point // ketama, sorted by value
+	first    []int32 // ketama: the first point of each bucket (see index)
 	slots    []int32 // modula and random: live server indexes
 }
 
@@ -128,6 +129,7 @@ func New(dist Distribution, hash HashFunc, hashTag string, servers []Server, liv
 			}
 			return 0
 		})
+		r.index()
 	case Modula:
 		for i, s := range servers {
 			if isLive(i) {
@@ -180,6 +182,26 @@ func (r *Ring) Locate(key []byte) int {
 	return r.LocateHash(r.HashKey(key))
 }
 
+// bucketBits sets the buckets of the ketama index: 4,096 of them, a few
+// points each at most for any pool of a sensible size.
+const bucketBits = 12
+
+// index finds for each bucket of hash values (its top bucketBits bits) its
+// first point, so that a lookup scans a bucket instead of searching the
+// whole continuum.
+func (r *Ring) index() {
+	r.first = make([]int32, 1<<bucketBits+1)
+	j := 0
+	for b := range 1 << bucketBits {
+		low := uint32(b) << (32 - bucketBits)
+		for j < len(r.points) && r.points[j].value < low {
+			j++
+		}
+		r.first[b] = int32(j)
+	}
+	r.first[1<<bucketBits] = int32(len(r.points))
+}
+
 // LocateHash is Locate for a hash already computed by HashKey.
 func (r *Ring) LocateHash(h uint32) int {
 	if r.nservers == 1 {
@@ -191,14 +213,12 @@ func (r *Ring) LocateHash(h uint32) int {
 		if n == 0 {
 			return -1
 		}
-		lo, hi := 0, n
-		for lo < hi {
-			m := int(uint(lo+hi) >> 1)
-			if r.points[m].value < h {
-				lo = m + 1
-			} else {
-				hi = m
-			}
+		// The first point at or above h: in h's bucket, or the next
+		// bucket's first.
+		b := h >> (32 - bucketBits)
+		lo, hi := int(r.first[b]), int(r.first[b+1])
+		for lo < hi && r.points[lo].value < h {
+			lo++
 		}
 		if lo == n {
 			lo = 0

@@ -1,7 +1,11 @@
 package ring
 
 import (
+	"cmp"
 	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
 	"testing"
 )
 
@@ -119,4 +123,44 @@ func BenchmarkHashes(b *testing.B) {
 			}
 		})
 	}
+}
+
+// TestIndexFindsWhatASearchFinds: the bucket index gives, for any hash,
+// the point a search of the whole continuum gives: the first at or above
+// the hash, wrapping past the last.
+func TestIndexFindsWhatASearchFinds(t *testing.T) {
+	t.Parallel()
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, n := range []int{2, 3, 7, 48, 200} {
+		for _, live := range [][]bool{nil, deadOne(n)} {
+			r := New(Ketama, FNV1a_64, "", servers(n), live)
+			search := func(h uint32) int {
+				i, _ := slices.BinarySearchFunc(r.points, h, func(p point, h uint32) int { return cmp.Compare(p.value, h) })
+				if i == len(r.points) {
+					i = 0
+				}
+				return int(r.points[i].index)
+			}
+			hs := []uint32{0, 1, math.MaxUint32, math.MaxUint32 - 1}
+			for _, p := range r.points {
+				hs = append(hs, p.value, p.value-1, p.value+1)
+			}
+			for range 20000 {
+				hs = append(hs, rng.Uint32())
+			}
+			for _, h := range hs {
+				if got, want := r.LocateHash(h), search(h); got != want {
+					t.Fatalf("%d servers (live %v): hash %#x: server %d, a search gives %d", n, live, h, got, want)
+				}
+			}
+		}
+	}
+}
+
+func deadOne(n int) []bool {
+	live := make([]bool, n)
+	for i := range live {
+		live[i] = i != 1
+	}
+	return live
 }
