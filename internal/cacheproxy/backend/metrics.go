@@ -115,12 +115,31 @@ func (m *Metrics) Pool(pool string, commands []string) *PoolStats {
 }
 
 // Command counts one command; name must be lower case.
-func (ps *PoolStats) Command(name []byte) {
+func (ps *PoolStats) Command(name []byte) { ps.Counter(name).Inc() }
+
+// Counter is the counter of a command; name must be lower case.
+func (ps *PoolStats) Counter(name []byte) prometheus.Counter {
 	if c, ok := ps.commands[string(name)]; ok {
-		c.Inc()
-		return
+		return c
 	}
-	ps.other.Inc()
+	return ps.other
+}
+
+// CommandCounter counts the commands of one client connection: a client
+// tends to send the same command over and over, and comparing it with the
+// last one costs less than looking it up.
+type CommandCounter struct {
+	last    []byte
+	counter prometheus.Counter
+}
+
+// Count counts one command; name must be lower case.
+func (cc *CommandCounter) Count(ps *PoolStats, name []byte) {
+	if cc.counter == nil || string(name) != string(cc.last) {
+		cc.counter = ps.Counter(name)
+		cc.last = append(cc.last[:0], name...)
+	}
+	cc.counter.Inc()
 }
 
 // ClientError counts a request the ambassador answered with an error.

@@ -202,12 +202,13 @@ func (h *Handler) ServeConn(nc net.Conn, done <-chan struct{}) {
 }
 
 type state struct {
-	batch *backend.Batch
-	h     *Handler
-	br    *bufio.Reader
-	line  []byte
-	tok   [][]byte
-	ends  []int // offset in line just past each token
+	commands backend.CommandCounter
+	batch    *backend.Batch
+	h        *Handler
+	br       *bufio.Reader
+	line     []byte
+	tok      [][]byte
+	ends     []int // offset in line just past each token
 }
 
 var (
@@ -242,7 +243,7 @@ func (s *state) next() (*reply, bool, error) {
 	}
 	cmd := s.tok[0]
 	lowerInPlace(cmd)
-	s.h.Stats.Command(cmd)
+	s.commands.Count(s.h.Stats, cmd)
 	switch string(cmd) {
 	case "get", "gets":
 		return s.retrieval(1)

@@ -228,16 +228,17 @@ func (h *Handler) ServeConn(nc net.Conn, done <-chan struct{}) {
 }
 
 type state struct {
-	batch  *backend.Batch
-	srvs   []*backend.Server // mget: each key's server, reused
-	hashes []uint32
-	group  [][]byte
-	h      *Handler
-	br     *bufio.Reader
-	raw    []byte // the request as RESP
-	args   [][]byte
-	offs   []int // argument offsets in raw, reused
-	authed bool
+	commands backend.CommandCounter
+	batch    *backend.Batch
+	srvs     []*backend.Server // mget: each key's server, reused
+	hashes   []uint32
+	group    [][]byte
+	h        *Handler
+	br       *bufio.Reader
+	raw      []byte // the request as RESP
+	args     [][]byte
+	offs     []int // argument offsets in raw, reused
+	authed   bool
 }
 
 var errClose = errors.New("protocol error")
@@ -340,7 +341,7 @@ func (s *state) next() (*reply, bool, error) {
 	}
 	name := s.args[0]
 	lower(name)
-	s.h.Stats.Command(name)
+	s.commands.Count(s.h.Stats, name)
 	class := table[string(name)]
 	if !s.authed && !(class == local && string(name) == "auth") && string(name) != "quit" {
 		s.h.Stats.ClientError("auth")
