@@ -197,6 +197,23 @@ func (s *Server) completeAt(c *Call, err error, now time.Time) {
 	c.finish(err)
 }
 
+// answered completes calls answered by one read at now, counting them
+// together.
+func (s *Server) answered(calls []*Call, now time.Time) {
+	s.m.inflight.Sub(float64(len(calls)))
+	s.m.requests.Add(float64(len(calls)))
+	// Calls sent in one round share their start, and so their latency.
+	var start time.Time
+	var lat float64
+	for _, c := range calls {
+		if c.start != start {
+			start, lat = c.start, now.Sub(c.start).Seconds()
+		}
+		s.m.latency.Observe(lat)
+		c.finish(nil)
+	}
+}
+
 func (s *Server) ok() {
 	if s.failures.Load() != 0 {
 		s.failures.Store(0)
@@ -689,10 +706,8 @@ func (s *session) readable(read bool, _ *Batch) {
 	if len(s.done) > 0 {
 		now = time.Now()
 		srv.ok()
-		for i, call := range s.done {
-			srv.completeAt(call, nil, now)
-			s.done[i] = nil
-		}
+		srv.answered(s.done, now)
+		clear(s.done)
 		s.done = s.done[:0]
 	}
 	if !end {
