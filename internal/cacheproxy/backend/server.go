@@ -501,11 +501,7 @@ func (c *conn) writeRest(s *session, b []byte, n int) {
 // recycle keeps a written buffer as the spare and fails the session on a
 // write error; conn.mu held.
 func (s *session) recycle(b []byte, err error) {
-	if cap(b) <= 1<<20 {
-		s.spare = b[:0]
-	} else {
-		s.spare = nil // it is s.buf's array now: never share one
-	}
+	s.spare = spareOf(b)
 	if err != nil {
 		// The loop sees the connection end and fails every queued call,
 		// these included.

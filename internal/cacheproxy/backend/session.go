@@ -460,11 +460,7 @@ func (cl *client) flush() {
 		// The non-blocking writes that follow must not see a stale deadline.
 		_ = cl.nc.SetWriteDeadline(time.Time{})
 		cl.mu.Lock()
-		if cap(b) <= 1<<20 {
-			cl.spare = b[:0]
-		} else {
-			cl.spare = nil // it is cl.backlog's array now: never share one
-		}
+		cl.spare = spareOf(b)
 		if err != nil {
 			cl.fail(err)
 		}
@@ -472,4 +468,14 @@ func (cl *client) flush() {
 	cl.flusher = false
 	cl.cond.Broadcast()
 	cl.resume()
+}
+
+// spareOf is what to keep of a written buffer for the next batch of bytes:
+// its array, emptied, unless the array is large, which is let go (a burst
+// must not pin it, and it must never be shared with the live buffer).
+func spareOf(b []byte) []byte {
+	if cap(b) <= 1<<20 {
+		return b[:0]
+	}
+	return nil
 }
