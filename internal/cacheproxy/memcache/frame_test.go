@@ -2,15 +2,14 @@ package memcache
 
 import (
 	"bufio"
-	"bytes"
 	"errors"
 	"io"
-	"math/rand/v2"
 	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/podkit/podkit/internal/cacheproxy/backend"
+	"github.com/podkit/podkit/internal/cacheproxy/backend/frametest"
 )
 
 // testMaxValue is the value limit of the framer and Handler in these
@@ -133,51 +132,10 @@ func TestFrameLongLineInPieces(t *testing.T) {
 	}
 }
 
-// frameResult is one request found in a stream: where it starts, its
-// length and the bytes dropped after it; or the error that ended framing.
-type frameResult struct {
-	at, n, skip int
-	err         error
-}
-
-// frameStream frames stream as it arrives in chunks of the sizes chunk
-// gives, each time from the start of the unconsumed bytes, as a client
-// connection does; it drops the bytes a frame says to skip.
-func frameStream(t *testing.T, stream []byte, chunk func() int) []frameResult {
-	t.Helper()
+// newFrame is a fresh framer with the limit of these tests.
+func newFrame() backend.FrameFunc {
 	f := &framer{maxValue: testMaxValue}
-	var out []frameResult
-	var buf []byte
-	off, skip := 0, 0
-	for fed := 0; fed < len(stream); {
-		k := min(max(chunk(), 1), len(stream)-fed)
-		buf = append(buf, stream[fed:fed+k]...)
-		fed += k
-		for {
-			d := min(skip, len(buf)-off)
-			skip, off = skip-d, off+d
-			rest := buf[off:]
-			if skip > 0 || len(rest) == 0 {
-				break
-			}
-			n, need, sk, err := f.frame(rest)
-			if err != nil {
-				return append(out, frameResult{at: off, err: err})
-			}
-			if n == 0 {
-				if need != 0 && need <= len(rest) {
-					t.Fatalf("at %d: need %d with %d bytes in hand", off, need, len(rest))
-				}
-				break
-			}
-			if n > len(rest) {
-				t.Fatalf("at %d: n %d past the %d bytes in hand", off, n, len(rest))
-			}
-			out = append(out, frameResult{at: off, n: n, skip: sk})
-			off, skip = off+n, sk
-		}
-	}
-	return out
+	return f.frame
 }
 
 var stream = strings.Join([]string{
@@ -199,31 +157,7 @@ var stream = strings.Join([]string{
 }, "")
 
 func TestFrameInPieces(t *testing.T) {
-	in := []byte(stream)
-	whole := frameStream(t, in, func() int { return len(in) })
-	if len(whole) != 15 {
-		t.Fatalf("whole stream: %d frames, want 15: %v", len(whole), whole)
-	}
-	check := func(t *testing.T, got []frameResult) {
-		t.Helper()
-		if len(got) != len(whole) {
-			t.Fatalf("%d frames, want %d:\n got %v\nwant %v", len(got), len(whole), got, whole)
-		}
-		for i := range got {
-			if got[i] != whole[i] {
-				t.Fatalf("frame %d = %+v, want %+v", i, got[i], whole[i])
-			}
-		}
-	}
-	t.Run("bytewise", func(t *testing.T) {
-		check(t, frameStream(t, in, func() int { return 1 }))
-	})
-	for seed := range uint64(50) {
-		t.Run("random"+strconv.Itoa(int(seed)), func(t *testing.T) {
-			r := rand.New(rand.NewPCG(seed, 1))
-			check(t, frameStream(t, in, func() int { return 1 + r.IntN(256) }))
-		})
-	}
+	frametest.InPieces(t, newFrame, []byte(stream), 15, 256)
 }
 
 // FuzzFrameAgreesWithParser: a request the framer calls whole is read by
@@ -245,56 +179,19 @@ func FuzzFrameAgreesWithParser(f *testing.F) {
 		if len(in) > maxInput {
 			return
 		}
-		fr := &framer{maxValue: testMaxValue}
 		s := &state{batch: &backend.Batch{}, h: h, br: bufio.NewReaderSize(nil, 16<<10)}
 		w := bufio.NewWriter(io.Discard)
-		rest := in
-		for len(rest) > 0 {
-			n, need, skip, err := fr.frame(rest)
-			if err != nil {
-				break
-			}
-			if n == 0 {
-				if need != 0 && need <= len(rest) {
-					t.Fatalf("at %d: need %d with %d bytes in hand", len(in)-len(rest), need, len(rest))
-				}
-				break
-			}
-			if n > len(rest) || skip < 0 {
-				t.Fatalf("at %d: frame = %d, skip %d, with %d bytes in hand", len(in)-len(rest), n, skip, len(rest))
-			}
-			src := bytes.NewReader(rest[:n])
-			s.br.Reset(src)
-			r, quit, perr := s.next()
+		frametest.Walk(t, newFrame(), in, s.br, func() (bool, error) {
+			r, quit, err := s.next()
 			s.batch.Flush()
 			if r != nil {
 				r.WriteReply(w)
 			}
-			if errors.Is(perr, io.EOF) || errors.Is(perr, io.ErrUnexpectedEOF) {
-				t.Fatalf("at %d: next read past the %d bytes framed %q: %v", len(in)-len(rest), n, rest[:n], perr)
-			}
-			if left := src.Len() + s.br.Buffered(); perr == nil && left != 0 {
-				t.Fatalf("at %d: next left %d of the %d bytes framed %q", len(in)-len(rest), left, n, rest[:n])
-			}
-			if perr != nil || quit {
-				break
-			}
-			rest = rest[n:]
-			rest = rest[min(skip, len(rest)):]
-		}
+			return quit, err
+		})
 		if len(in) > 4<<10 {
 			return
 		}
-		whole := frameStream(t, in, func() int { return len(in) })
-		r := rand.New(rand.NewPCG(uint64(len(in)), 2))
-		pieces := frameStream(t, in, func() int { return 1 + r.IntN(16) })
-		if len(pieces) != len(whole) {
-			t.Fatalf("in pieces %v, whole %v", pieces, whole)
-		}
-		for i := range whole {
-			if pieces[i] != whole[i] {
-				t.Fatalf("in pieces %v, whole %v", pieces, whole)
-			}
-		}
+		frametest.Split(t, newFrame, in)
 	})
 }
