@@ -5,8 +5,11 @@ import (
 	"io"
 	"net"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/podkit/podkit/internal/testserver"
 )
 
 // TestPipelineBeyondTheClientLimit sends, in one write, many times more
@@ -85,4 +88,70 @@ func firstDiff(a []byte, b string) int {
 		}
 	}
 	return min(len(a), len(b))
+}
+
+// TestUnreachableServerHoldsNoOtherClient: a request for a server whose
+// host drops SYNs waits for its dial, up to the pool's timeout, and gets
+// an error then; meanwhile other clients' requests for a live server are
+// answered at once, as the dial happens off the event loop.
+func TestUnreachableServerHoldsNoOtherClient(t *testing.T) {
+	t.Parallel()
+	mc := testserver.Memcached(t)
+	hole := &testserver.Server{Addr: blackhole(t)}
+	p := startProxy(t, poolYAML("mc", freeAddr(t), []*testserver.Server{mc, hole}, "timeout: 2000\nserver_failure_limit: 100"))
+	pc := p.cfg.Pools[0]
+	lost, live := keyOn(t, pc, hole.Addr, "lost:"), keyOn(t, pc, mc.Addr, "live:")
+
+	a := dial(t, p.Addr("mc"))
+	asked := time.Now()
+	a.send("get " + lost + "\r\n")
+	time.Sleep(100 * time.Millisecond) // the dial is under way
+
+	b := dial(t, p.Addr("mc"))
+	start := time.Now()
+	for i := range 50 {
+		b.send(fmt.Sprintf("set %s 0 0 1\r\n%d\r\nget %s\r\n", live, i%10, live))
+		b.expect(fmt.Sprintf("STORED\r\nVALUE %s 0 1\r\n%d\r\nEND\r\n", live, i%10))
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("50 round trips to the live server took %v while a dial hung", d)
+	}
+	if line := a.line(); !strings.HasPrefix(line, "SERVER_ERROR ") {
+		t.Errorf("request for the unreachable server: %q, want a SERVER_ERROR", line)
+	}
+	if d := time.Since(asked); d < time.Second {
+		t.Errorf("the unreachable server's request failed after %v: its dial was not left to hang", d)
+	}
+}
+
+// blackhole listens on a free 127.0.0.1 port without ever accepting and
+// fills the accept queue, so that the kernel drops further SYNs: a dial to
+// it hangs until its timeout.
+func blackhole(t *testing.T) string {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
+	for range 64 {
+		c, err := net.DialTimeout("tcp", addr, 300*time.Millisecond)
+		if err != nil {
+			return addr // the queue is full: SYNs are dropped now
+		}
+		t.Cleanup(func() { c.Close() })
+	}
+	t.Fatalf("%s still takes connections after 64 dials", addr)
+	return ""
 }
