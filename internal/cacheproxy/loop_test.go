@@ -155,3 +155,47 @@ func blackhole(t *testing.T) string {
 	t.Fatalf("%s still takes connections after 64 dials", addr)
 	return ""
 }
+
+// TestFrozenServerHoldsNoOtherClient: requests for a SIGSTOPped server
+// fill its socket until writes to it would wait; they wait off the event
+// loop, so another client's requests for a live server are answered at
+// once, and the frozen server's requests fail at the pool's timeout.
+func TestFrozenServerHoldsNoOtherClient(t *testing.T) {
+	t.Parallel()
+	mcs := threeMemcached(t)
+	p := startProxy(t, poolYAML("mc", freeAddr(t), mcs, "timeout: 5000\nserver_failure_limit: 100"))
+	pc := p.cfg.Pools[0]
+	victim := mcs[0]
+	cold, warm := keyOn(t, pc, victim.Addr, "cold:"), keyOn(t, pc, mcs[1].Addr, "warm:")
+	freeze(t, victim)
+	defer func() { _ = victim.Signal(syscall.SIGCONT) }()
+
+	// 24 MiB of sets: far more than the sockets between the ambassador
+	// and the frozen server hold.
+	const sets, size = 24, 1 << 20
+	a := dial(t, p.Addr("mc"))
+	value := strings.Repeat("v", size)
+	var req strings.Builder
+	for range sets {
+		fmt.Fprintf(&req, "set %s 0 0 %d\r\n%s\r\n", cold, size, value)
+	}
+	a.send(req.String())
+	eventually(t, "the sets queued for the frozen server", 20*time.Second, func() bool {
+		return p.counter(t, "ambassador_server_in_flight_requests", "server", victim.Addr) == sets
+	})
+
+	b := dial(t, p.Addr("mc"))
+	start := time.Now()
+	for i := range 50 {
+		b.send(fmt.Sprintf("set %s 0 0 1\r\n%d\r\nget %s\r\n", warm, i%10, warm))
+		b.expect(fmt.Sprintf("STORED\r\nVALUE %s 0 1\r\n%d\r\nEND\r\n", warm, i%10))
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("50 round trips to a live server took %v beside a frozen one", d)
+	}
+	for i := range sets {
+		if line := a.line(); !strings.HasPrefix(line, "SERVER_ERROR ") {
+			t.Fatalf("set %d for the frozen server: %q, want a SERVER_ERROR", i, line)
+		}
+	}
+}
