@@ -80,7 +80,7 @@ type watch struct {
 	loop *loop
 	id   int32
 	rc   syscall.RawConn
-	gone bool // the loop let go of it (the loop's goroutine only)
+	gone bool // the loop let go of it (set by whoever handles it, read between rounds)
 }
 
 func (w *watch) watched() *watch { return w }
@@ -178,7 +178,7 @@ func (l *loop) watch(m member, on bool) {
 	})
 }
 
-// remove stops watching m; the loop's goroutine only, or add.
+// remove stops watching m; by whoever handles m in a round, or by add.
 func (l *loop) remove(m member) {
 	w := m.watched()
 	w.gone = true

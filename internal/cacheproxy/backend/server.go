@@ -355,7 +355,8 @@ type session struct {
 	err    atomic.Value // the first error, for the calls failed after it
 	rdone  chan struct{}
 
-	// The loop's goroutine's own.
+	// Used by the goroutine handling the session in a round (the loop or a
+	// helper, never two at once).
 	in   []byte
 	src  sliceReader
 	br   *bufio.Reader
@@ -645,7 +646,7 @@ func (s *session) expire() {
 const serverReadSize = 64 << 10
 
 // readable reads the server's replies and completes their calls; the
-// loop's goroutine only. A reply that has not all arrived is read again,
+// loop's or a helper's, one at a time. A reply that has not all arrived is read again,
 // from its start, once more bytes have.
 func (s *session) readable(read bool, _ *Batch) {
 	c := s.c
@@ -727,7 +728,7 @@ func (s *session) readable(read bool, _ *Batch) {
 }
 
 // end fails the calls still queued and lets go of the connection; the
-// loop's goroutine only.
+// loop's or a helper's, one at a time.
 func (s *session) end() {
 	c := s.c
 	s.loop.remove(s)

@@ -114,7 +114,7 @@ func (r *sliceReader) Read(p []byte) (int, error) {
 const readSize = 16 << 10
 
 // readable reads what the client sent and handles its whole requests; the
-// loop's goroutine only. read is false for a client resumed with input
+// loop's or a helper's, one at a time. read is false for a client resumed with input
 // still held.
 func (cl *client) readable(read bool, b *Batch) {
 	if read && !cl.eof {
@@ -277,7 +277,7 @@ type client struct {
 	rc syscall.RawConn
 	fd int
 
-	// The reading side, the loop's goroutine's own.
+	// The reading side: the loop's or a helper's, one at a time.
 	watch
 	limits ClientLimits
 	proto  Protocol
