@@ -58,7 +58,7 @@ func appendValue(r *bufio.Reader, b []byte, maxValue, depth int) ([]byte, error)
 	case '+', '-', ':', ',', '_', '#', '(':
 		return b, nil
 	case '$', '!', '=':
-		n, err := strconv.Atoi(string(line[1:]))
+		n, err := parseInt(line[1:])
 		if err != nil || n < -1 || n > maxValue {
 			return b, fmt.Errorf("%w: bad bulk length %q", errProto, line)
 		}
@@ -75,7 +75,7 @@ func appendValue(r *bufio.Reader, b []byte, maxValue, depth int) ([]byte, error)
 		}
 		return b, nil
 	case '*', '%', '~', '>', '|':
-		n, err := strconv.Atoi(string(line[1:]))
+		n, err := parseInt(line[1:])
 		if err != nil || n < -1 || n > maxArgs {
 			return b, fmt.Errorf("%w: bad aggregate length %q", errProto, line)
 		}
@@ -171,7 +171,7 @@ func valueLen(b []byte) (int, bool) {
 	}
 	switch line[0] {
 	case '$', '!', '=':
-		n, err := strconv.Atoi(string(line[1:]))
+		n, err := parseInt(line[1:])
 		if err != nil {
 			return 0, false
 		}
@@ -183,7 +183,7 @@ func valueLen(b []byte) (int, bool) {
 		}
 		return eol + 1 + n + 2, true
 	case '*', '%', '~', '>', '|':
-		n, err := strconv.Atoi(string(line[1:]))
+		n, err := parseInt(line[1:])
 		if err != nil {
 			return 0, false
 		}
@@ -201,4 +201,31 @@ func valueLen(b []byte) (int, bool) {
 		return off, true
 	}
 	return eol + 1, true
+}
+
+var errNotInt = errors.New("not an integer")
+
+// parseInt is strconv.Atoi on bytes, without making a string of them: an
+// optional sign and up to 18 digits (a length the protocol could use is far
+// shorter; a longer one is an error either way).
+func parseInt(b []byte) (int, error) {
+	neg := false
+	if len(b) > 0 && (b[0] == '-' || b[0] == '+') {
+		neg = b[0] == '-'
+		b = b[1:]
+	}
+	if len(b) == 0 || len(b) > 18 {
+		return 0, errNotInt
+	}
+	n := 0
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, errNotInt
+		}
+		n = n*10 + int(c-'0')
+	}
+	if neg {
+		n = -n
+	}
+	return n, nil
 }

@@ -258,7 +258,7 @@ func (s *state) readRequest() error {
 	if len(line) == 0 || line[0] != '*' {
 		return s.inline(line)
 	}
-	n, err := strconv.Atoi(string(line[1:]))
+	n, err := parseInt(line[1:])
 	if err != nil || n > maxArgs {
 		return fmt.Errorf("%w: invalid multibulk length", errClose)
 	}
@@ -277,7 +277,7 @@ func (s *state) readRequest() error {
 		if len(hdr) == 0 || hdr[0] != '$' {
 			return fmt.Errorf("%w: expected '$', got '%c'", errClose, firstByte(hdr))
 		}
-		l, err := strconv.Atoi(string(hdr[1:]))
+		l, err := parseInt(hdr[1:])
 		if err != nil || l < 0 || l > s.h.MaxValue {
 			return fmt.Errorf("%w: invalid bulk length", errClose)
 		}
@@ -362,7 +362,7 @@ func (s *state) next() (*reply, bool, error) {
 		if len(s.args) < 3 {
 			return wrongArgs(name), false, nil
 		}
-		nk, err := strconv.Atoi(string(s.args[2]))
+		nk, err := parseInt(s.args[2])
 		if err != nil || nk < 1 || len(s.args) < 3+nk {
 			return errReply(fmt.Sprintf("%s needs at least one key to be routed", name)), false, nil
 		}
@@ -597,7 +597,7 @@ func (mgetMerger) Split(c *backend.Call) {
 	if len(b) == 0 || b[0] != '*' || eol < 0 {
 		return // an error reply: written as it is
 	}
-	n, err := strconv.Atoi(string(b[1 : eol-1]))
+	n, err := parseInt(b[1 : eol-1])
 	if err != nil {
 		return
 	}

@@ -3,7 +3,9 @@ package redis
 import (
 	"bufio"
 	"io"
+	"math/rand/v2"
 	"net"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -53,4 +55,31 @@ func TestRequestTooLargeIsRefused(t *testing.T) {
 		t.Fatalf("got %q (err %v), want %q then the end", got, err, want)
 	}
 	<-served
+}
+
+// TestParseIntAgreesWithAtoi: parseInt takes what strconv.Atoi takes, for
+// every length a request or reply can carry, and refuses the rest.
+func TestParseIntAgreesWithAtoi(t *testing.T) {
+	cases := []string{"", "0", "-1", "+7", "-", "+", "007", "12a", " 1", "1 ", "-0", "1_0", "0x10",
+		"999999999999999999", "-999999999999999999", "65536", "--1", "+-1", "\x001"}
+	rng := rand.New(rand.NewPCG(3, 4))
+	const alphabet = "0123456789-+ x"
+	for range 20000 {
+		b := make([]byte, rng.IntN(20))
+		for i := range b {
+			b[i] = alphabet[rng.IntN(len(alphabet))]
+		}
+		cases = append(cases, string(b))
+	}
+	for _, c := range cases {
+		got, gerr := parseInt([]byte(c))
+		want, werr := strconv.Atoi(c)
+		digits := strings.TrimLeft(c, "+-")
+		if len(digits) > 18 && gerr != nil {
+			continue // too long to be a length: refused, where Atoi may still parse it
+		}
+		if (gerr == nil) != (werr == nil) || (gerr == nil && got != want) {
+			t.Fatalf("%q: parseInt %d, %v; Atoi %d, %v", c, got, gerr, want, werr)
+		}
+	}
 }

@@ -3,7 +3,6 @@ package redis
 import (
 	"bytes"
 	"errors"
-	"strconv"
 )
 
 // maxRequest bounds one request in bytes, all of its arguments together.
@@ -40,7 +39,7 @@ func (f *framer) measure(b []byte) (n, need int, err error) {
 		if len(line) < 2 || line[len(line)-2] != '\r' || line[0] != '*' || len(line) > maxLine {
 			return eol, 0, nil // inline, or an error readRequest reports
 		}
-		k, err := strconv.Atoi(string(line[1 : len(line)-2]))
+		k, err := parseInt(line[1 : len(line)-2])
 		if err != nil || k > maxArgs || k <= 0 {
 			return eol, 0, nil
 		}
@@ -56,7 +55,7 @@ func (f *framer) measure(b []byte) (n, need int, err error) {
 		if len(hdr) < 3 || hdr[len(hdr)-2] != '\r' || hdr[0] != '$' || len(hdr) > maxLine {
 			return eol, 0, nil
 		}
-		l, err := strconv.Atoi(string(hdr[1 : len(hdr)-2]))
+		l, err := parseInt(hdr[1 : len(hdr)-2])
 		if err != nil || l < 0 || l > f.maxValue {
 			return eol, 0, nil
 		}
