@@ -362,13 +362,39 @@ func writeFD(fd int, b []byte) (int, error) {
 	return n, nil
 }
 
+// consume drops the first off bytes of b, the ones handled, moving the
+// rest to the front; an emptied buffer that a large request or reply grew
+// is let go rather than kept.
+func consume(b []byte, off int) []byte {
+	n := len(b) - off
+	if off > 0 {
+		copy(b, b[off:])
+	}
+	if n == 0 && cap(b) > 1<<20 {
+		return nil
+	}
+	return b[:n]
+}
+
+// compactQueue drops the first head entries of a queue (its owner has
+// already cleared them) once they are all of it, or most of a long one;
+// it returns the queue and its new head.
+func compactQueue[T any](q []T, head int) ([]T, int) {
+	switch {
+	case head == len(q):
+		return q[:0], 0
+	case head >= 1024 && 2*head >= len(q):
+		n := copy(q, q[head:])
+		clear(q[n:])
+		return q[:n], 0
+	}
+	return q, head
+}
+
 // makeRoom compacts b[off:] to the front of b and grows it so that at
 // least min(free, ...) bytes are free and want bytes fit in all.
 func makeRoom(b []byte, off, free, want int) []byte {
-	if off > 0 {
-		n := copy(b, b[off:])
-		b = b[:n]
-	}
+	b = consume(b, off)
 	need := max(len(b)+free, want)
 	if cap(b) < need {
 		nb := make([]byte, len(b), max(need, 2*cap(b)))

@@ -513,25 +513,10 @@ func (s *session) recycle(b []byte, err error) {
 
 // tryWrite writes b as far as the socket takes it without waiting.
 func (s *session) tryWrite(b []byte) (int, error) {
-	n := 0
+	var n int
 	var err error
 	cerr := s.rc.Write(func(fd uintptr) bool {
-		for n < len(b) {
-			k, e := nbWrite(int(fd), b[n:])
-			if k > 0 {
-				n += k
-			}
-			switch {
-			case e == syscall.EINTR:
-			case e == syscall.EAGAIN:
-				return true
-			case e != nil:
-				err = e
-				return true
-			case k <= 0:
-				return true
-			}
-		}
+		n, err = writeFD(int(fd), b)
 		return true
 	})
 	if err == nil {
@@ -684,22 +669,12 @@ func (s *session) readable(read bool, _ *Batch) {
 	if perr == nil && s.head == len(s.q) && off < len(s.in) && !s.broken.Load() {
 		perr = fmt.Errorf("%w: %d bytes no request asked for", ErrProtocol, len(s.in)-off)
 	}
-	if s.head == len(s.q) {
-		s.q, s.head = s.q[:0], 0
-	} else if s.head >= 1024 && 2*s.head >= len(s.q) {
-		n := copy(s.q, s.q[s.head:])
-		clear(s.q[n:])
-		s.q, s.head = s.q[:n], 0
-	}
+	s.q, s.head = compactQueue(s.q, s.head)
 	idle := s.head == len(s.q)
 	end := eof || perr != nil || (s.retired && idle)
 	c.mu.Unlock()
 	s.src.b = nil
-	n := copy(s.in, s.in[off:])
-	s.in = s.in[:n]
-	if n == 0 && cap(s.in) > 1<<20 {
-		s.in = nil
-	}
+	s.in = consume(s.in, off)
 	if len(s.done) > 0 {
 		now = time.Now()
 		srv.ok()

@@ -195,7 +195,7 @@ func (cl *client) readable(read bool, b *Batch) {
 			break
 		}
 	}
-	cl.compact()
+	cl.in, cl.off = consume(cl.in, cl.off), 0
 	cl.mu.Lock()
 	cl.holding = false
 	if cl.head == len(cl.q) && cl.bw.Buffered() > 0 {
@@ -224,18 +224,6 @@ func (cl *client) readable(read bool, b *Batch) {
 	if end {
 		l.remove(cl)
 		close(cl.ended)
-	}
-}
-
-// compact drops the bytes already handled from cl.in.
-func (cl *client) compact() {
-	if cl.off == 0 {
-		return
-	}
-	n := copy(cl.in, cl.in[cl.off:])
-	cl.in, cl.off = cl.in[:n], 0
-	if n == 0 && cap(cl.in) > 1<<20 {
-		cl.in = nil // a large request passed: give its room back
 	}
 }
 
@@ -380,14 +368,7 @@ func (cl *client) drain() {
 	if !wrote {
 		return
 	}
-	switch {
-	case cl.head == len(cl.q):
-		cl.q, cl.head = cl.q[:0], 0
-	case cl.head >= 1024 && 2*cl.head >= len(cl.q):
-		n := copy(cl.q, cl.q[cl.head:])
-		clear(cl.q[n:])
-		cl.q, cl.head = cl.q[:n], 0
-	}
+	cl.q, cl.head = compactQueue(cl.q, cl.head)
 	cl.cond.Broadcast()
 	cl.resume()
 	// With requests still out, their completion flushes; mid-batch, the
