@@ -35,22 +35,13 @@ type waiter struct {
 // answer to key j is part first+j of the call's reply, once m has split
 // it. The caller releases the call once, as it would its own.
 func (s *Server) Join(keys [][]byte, hash uint32, b *Batch, m Merger) (c *Call, first int) {
-	w := waiter{slot: b.slot}
-	if w.slot != nil {
-		w.slot.left.Add(1)
-	} else {
-		w.wg = &b.wg
-		b.wg.Add(1)
-	}
+	w := b.hold()
 	if s.down.Load() && s.opts.policy == config.Mcrouter {
 		c = NewCall()
-		c.waiters = append(c.waiters, w)
-		if w.wg != nil {
-			c.groups++
-		}
+		c.answers(w)
 		c.Server, c.hash, c.start = s, hash, b.time()
 		s.m.inflight.Inc()
-		s.complete(c, ErrDown)
+		s.failCall(c, ErrDown)
 		return c, 0
 	}
 	cn := s.conns[int(hash%uint32(len(s.conns)))]
@@ -72,10 +63,7 @@ func (s *Server) Join(keys [][]byte, hash uint32, b *Batch, m Merger) (c *Call, 
 	for _, k := range keys {
 		m.Add(c, k)
 	}
-	c.waiters = append(c.waiters, w)
-	if w.wg != nil {
-		c.groups++
-	}
+	c.answers(w)
 	if c.nparts >= maxMerge {
 		cn.seal()
 	}
@@ -84,14 +72,24 @@ func (s *Server) Join(keys [][]byte, hash uint32, b *Batch, m Merger) (c *Call, 
 	return c, first
 }
 
-// seal queues the merged call being built, if any; cn.mu held.
-func (cn *conn) seal() bool {
+// answers adds w to the requests c answers.
+func (c *Call) answers(w waiter) {
+	c.waiters = append(c.waiters, w)
+	if w.wg != nil {
+		c.groups++
+	}
+}
+
+// seal queues the merged call being built, if any; cn.mu held. The
+// connection is in the batch of whoever joined the call, and a flush
+// writes it.
+func (cn *conn) seal() {
 	c := cn.open
 	if c == nil {
-		return false
+		return
 	}
 	cn.open = nil
 	c.merger.End(c, c.nparts)
 	cn.srv.m.inflight.Inc()
-	return cn.addLocked(c)
+	cn.addLocked(c)
 }

@@ -112,19 +112,14 @@ func (s *Server) Live() bool { return !s.down.Load() }
 // server's connections, so one key's requests stay in order even with
 // server_connections > 1.
 func (s *Server) Do(c *Call, hash uint32, b *Batch) {
-	if b.slot != nil {
-		c.slot = b.slot
-		b.slot.left.Add(1)
-	} else {
-		c.group = &b.wg
-		b.wg.Add(1)
-	}
+	w := b.hold()
+	c.slot, c.group = w.slot, w.wg
 	c.Server = s
 	c.hash = hash
 	c.start = b.time()
 	s.m.inflight.Inc()
 	if s.down.Load() && s.opts.policy == config.Mcrouter {
-		s.complete(c, ErrDown)
+		s.failCall(c, ErrDown)
 		return
 	}
 	cn := s.conns[int(hash%uint32(len(s.conns)))]
@@ -141,6 +136,17 @@ type Batch struct {
 	wg    sync.WaitGroup
 	slot  *slot     // the request being read, under ServeClient
 	now   time.Time // when a loop read the batch's requests; zero: ask the clock
+}
+
+// hold counts one more call or merged call that the request being read
+// (or, outside ServeClient, the batch) waits for.
+func (b *Batch) hold() waiter {
+	if b.slot != nil {
+		b.slot.left.Add(1)
+		return waiter{slot: b.slot}
+	}
+	b.wg.Add(1)
+	return waiter{wg: &b.wg}
 }
 
 // time is when the batch's requests were read: one clock reading per
@@ -173,28 +179,13 @@ func (b *Batch) Flush() {
 	b.conns = b.conns[:0]
 }
 
-// complete finishes c and accounts for it.
-func (s *Server) complete(c *Call, err error) {
-	var now time.Time
-	if err == nil {
-		now = time.Now()
-	}
-	s.completeAt(c, err, now)
-}
-
-// completeAt is complete with the time the reply was read (unused for an
-// error), so that a reader takes one clock reading per read from the socket,
-// not one per reply.
-func (s *Server) completeAt(c *Call, err error, now time.Time) {
+// failCall finishes c with err and accounts for it; answered finishes the
+// calls that got their replies.
+func (s *Server) failCall(c *Call, err error) {
 	s.m.inflight.Dec()
 	s.m.requests.Inc()
-	if err != nil {
-		s.m.errors(errKind(err)).Inc()
-		err = fmt.Errorf("%s: %w", s.Name, err)
-	} else {
-		s.m.latency.Observe(now.Sub(c.start).Seconds())
-	}
-	c.finish(err)
+	s.m.errors(errKind(err)).Inc()
+	c.finish(fmt.Errorf("%s: %w", s.Name, err))
 }
 
 // answered completes calls answered by one read at now, counting them
@@ -375,7 +366,7 @@ func (c *conn) add(call *Call) bool {
 // addLocked is add with c.mu held.
 func (c *conn) addLocked(call *Call) bool {
 	if c.shut {
-		c.srv.complete(call, ErrClosed)
+		c.srv.failCall(call, ErrClosed)
 		return false
 	}
 	s := c.sess
@@ -386,7 +377,7 @@ func (c *conn) addLocked(call *Call) bool {
 		c.sess = nil
 		if c.dialErr != nil && time.Since(c.dialFailAt) < dialBackoff {
 			// Counted as a failure, as the dial it stands for would be.
-			c.srv.complete(call, c.dialErr)
+			c.srv.failCall(call, c.dialErr)
 			c.srv.failure()
 			return false
 		}
@@ -436,7 +427,7 @@ func (c *conn) dial() error {
 		}
 		c.mu.Unlock()
 		for _, call := range waiting {
-			c.srv.complete(call, err)
+			c.srv.failCall(call, err)
 		}
 		return err
 	}
@@ -643,7 +634,6 @@ func (s *session) readable(read bool, _ *Batch) {
 		}
 		s.in, eof = readFD(s.fd, s.in)
 	}
-	var now time.Time
 	var perr error
 	off := 0
 	c.mu.Lock()
@@ -676,9 +666,8 @@ func (s *session) readable(read bool, _ *Batch) {
 	s.src.b = nil
 	s.in = consume(s.in, off)
 	if len(s.done) > 0 {
-		now = time.Now()
 		srv.ok()
-		srv.answered(s.done, now)
+		srv.answered(s.done, time.Now())
 		clear(s.done)
 		s.done = s.done[:0]
 	}
@@ -691,9 +680,7 @@ func (s *session) readable(read bool, _ *Batch) {
 		srv.failure()
 	case eof && !idle:
 		s.fail(io.ErrUnexpectedEOF)
-		if !s.retired || s.firstErr() != ErrClosed {
-			srv.failure()
-		}
+		srv.failure()
 	default:
 		// Idle: retired, or the server closed an unused connection;
 		// neither is a failure of the server.
@@ -711,12 +698,10 @@ func (s *session) end() {
 	s.retired = true
 	left := s.q[s.head:]
 	s.q, s.head = nil, 0
-	if s.timer != nil {
-		s.timer.Stop()
-	}
+	s.timer.Stop()
 	c.mu.Unlock()
 	for _, call := range left {
-		c.srv.complete(call, s.firstErr())
+		c.srv.failCall(call, s.firstErr())
 	}
 	s.nc.Close()
 	close(s.rdone)

@@ -78,7 +78,6 @@ func ServeClient(nc net.Conn, limits ClientLimits, done <-chan struct{}, start f
 	if err != nil {
 		return
 	}
-	cl.watch.rc = cl.rc
 	// The loop reads and the reply writers write the descriptor itself:
 	// it stays open until the loop has let go and every reply is written
 	// (see below), so nothing can close it under them.
@@ -146,10 +145,7 @@ func (cl *client) readable(read bool, b *Batch) {
 			// Answered with the protocol's error reply, then closed: what
 			// follows cannot be told apart from the request's rest.
 			if cl.proto.Refuse != nil {
-				s := slotPool.Get().(*slot)
-				s.cl = cl
-				s.left.Store(1)
-				cl.enqueue(s, rawReply(cl.proto.Refuse(err)), 0)
+				cl.enqueue(cl.newSlot(), rawReply(cl.proto.Refuse(err)), 0)
 			}
 			end = true
 			break
@@ -160,9 +156,7 @@ func (cl *client) readable(read bool, b *Batch) {
 		}
 		cl.need = 0
 		cl.src.b = rest[:n]
-		s := slotPool.Get().(*slot)
-		s.cl = cl
-		s.left.Store(1) // held until the request is queued
+		s := cl.newSlot()
 		b.slot = s
 		p, quit, err := cl.proto.Next(b)
 		b.slot = nil
@@ -240,7 +234,7 @@ func (cl *client) resume() {
 		return
 	}
 	cl.paused = false
-	cl.watch.loop.watch(cl, true)
+	cl.loop.watch(cl, true)
 	cl.loop.schedule(cl)
 }
 
@@ -262,7 +256,6 @@ const backlogLimit = 4 << 20
 // order they came and the writer their replies go out through.
 type client struct {
 	nc net.Conn
-	rc syscall.RawConn
 	fd int
 
 	// The reading side: the loop's or a helper's, one at a time.
@@ -304,6 +297,15 @@ type slot struct {
 }
 
 var slotPool = sync.Pool{New: func() any { return new(slot) }}
+
+// newSlot returns a slot for the client's next request, held until the
+// request is queued (enqueue drops the hold).
+func (cl *client) newSlot() *slot {
+	s := slotPool.Get().(*slot)
+	s.cl = cl
+	s.left.Store(1)
+	return s
+}
 
 func newClient(nc net.Conn) *client {
 	cl := &client{nc: nc}
