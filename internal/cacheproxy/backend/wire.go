@@ -43,3 +43,20 @@ func Grow(b []byte, n int) []byte {
 	}
 	return b[:len(b)+n]
 }
+
+// Digits parses a non-negative decimal of up to 18 digits from b, without
+// making a string of it (a length or count either protocol could use is far
+// shorter; a longer one is an error either way).
+func Digits(b []byte) (int, bool) {
+	if len(b) == 0 || len(b) > 18 {
+		return 0, false
+	}
+	n := 0
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n, true
+}

@@ -114,19 +114,7 @@ func (Codec) Probe(nc net.Conn, r *bufio.Reader) error {
 }
 
 // atoi parses a non-negative decimal that fits an int.
-func atoi(b []byte) (int, bool) {
-	if len(b) == 0 || len(b) > 18 {
-		return 0, false
-	}
-	n := 0
-	for _, c := range b {
-		if c < '0' || c > '9' {
-			return 0, false
-		}
-		n = n*10 + int(c-'0')
-	}
-	return n, true
-}
+func atoi(b []byte) (int, bool) { return backend.Digits(b) }
 
 // field returns the i-th space-separated token of line, or nil; it saves
 // the allocation of bytes.Fields on every value of every reply.

@@ -206,23 +206,16 @@ func valueLen(b []byte) (int, bool) {
 var errNotInt = errors.New("not an integer")
 
 // parseInt is strconv.Atoi on bytes, without making a string of them: an
-// optional sign and up to 18 digits (a length the protocol could use is far
-// shorter; a longer one is an error either way).
+// optional sign and backend.Digits.
 func parseInt(b []byte) (int, error) {
 	neg := false
 	if len(b) > 0 && (b[0] == '-' || b[0] == '+') {
 		neg = b[0] == '-'
 		b = b[1:]
 	}
-	if len(b) == 0 || len(b) > 18 {
+	n, ok := backend.Digits(b)
+	if !ok {
 		return 0, errNotInt
-	}
-	n := 0
-	for _, c := range b {
-		if c < '0' || c > '9' {
-			return 0, errNotInt
-		}
-		n = n*10 + int(c-'0')
 	}
 	if neg {
 		n = -n
