@@ -406,15 +406,22 @@ func (s *state) storage(n int) (*reply, bool, error) {
 	var err error
 	if call.Req, err = appendBlock(s.br, call.Req, size); err != nil {
 		call.Release()
-		if errors.Is(err, backend.ErrProtocol) {
-			s.h.Stats.ClientError("malformed")
-			return localReply("CLIENT_ERROR bad data chunk\r\n"), false, errClose
-		}
-		return nil, false, err
+		return s.badBlock(err)
 	}
 	r := newReply()
 	r.silent = noreply
 	return s.single(s.tok[1], r, call)
+}
+
+// badBlock is the answer to a data block that could not be read: an
+// error reply and the end of the connection for a block without its CRLF,
+// the end alone otherwise.
+func (s *state) badBlock(err error) (*reply, bool, error) {
+	if errors.Is(err, backend.ErrProtocol) {
+		s.h.Stats.ClientError("malformed")
+		return localReply("CLIENT_ERROR bad data chunk\r\n"), false, errClose
+	}
+	return nil, false, err
 }
 
 // simple handles one-line, one-key commands with an optional noreply.
@@ -488,11 +495,7 @@ func (s *state) meta(hasData bool) (*reply, bool, error) {
 		var err error
 		if call.Req, err = appendBlock(s.br, call.Req, size); err != nil {
 			call.Release()
-			if errors.Is(err, backend.ErrProtocol) {
-				s.h.Stats.ClientError("malformed")
-				return localReply("CLIENT_ERROR bad data chunk\r\n"), false, errClose
-			}
-			return nil, false, err
+			return s.badBlock(err)
 		}
 	}
 	if b64 {
