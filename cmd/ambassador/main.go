@@ -32,12 +32,7 @@ var version = "dev"
 // stdin is where -locate reads keys; tests replace it.
 var stdin io.Reader = os.Stdin
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
-	stop()
-	os.Exit(code)
-}
+func main() { cli.Main(run) }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	fs := cli.New("ambassador", getenv)

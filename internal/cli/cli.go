@@ -3,12 +3,16 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -18,6 +22,20 @@ const (
 	ExitFailure = 1 // the daemon could not do its job
 	ExitUsage   = 2 // bad flags, environment or configuration
 )
+
+// Run is a daemon's body: it serves until ctx ends (SIGINT or SIGTERM)
+// and returns the exit code.
+type Run func(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int
+
+// Main runs a daemon's body with the process's arguments, environment and
+// output, cancelling its context on SIGINT or SIGTERM, and exits with the
+// code it returns.
+func Main(run Run) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
 
 // ErrVersion is returned by Parse when -version was given; the caller prints
 // the version and exits 0.
